@@ -1,0 +1,36 @@
+"""fasthmr_ros: fast 3D hand and body meshes from camera images, for ROS 2.
+
+The stable entry point for users' code is :func:`load_hand_regressor`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "load_hand_regressor"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+def load_hand_regressor(
+    checkpoint: Any, mano_dir: Any = None, device: Any = "cpu"
+) -> torch.nn.Module:
+    """Load a HaMeR-compatible hand mesh regressor (teacher or student) in eval mode.
+
+    Args:
+        checkpoint: the official ``hamer.ckpt``, its ``_DATA`` or ``hamer_ckpts`` folder, or a
+            student checkpoint written by this package.
+        mano_dir: optional folder holding ``MANO_RIGHT.pkl`` (or a converted ``.npz``); without
+            it the MANO buffers stored inside the checkpoint are used.
+        device: a torch device string such as ``"cpu"`` or ``"cuda:0"``.
+
+    Returns:
+        A ``torch.nn.Module`` whose forward maps normalised crops ``(B, 3, 256, 256)`` to a dict
+        with ``vertices``, ``joints``, ``cam``, ``global_orient``, ``hand_pose`` and ``betas``.
+
+    """
+    from fasthmr_ros.models.checkpoint import load_hand_regressor as _load
+
+    return _load(checkpoint, mano_dir=mano_dir, device=device)
