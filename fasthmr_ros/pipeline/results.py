@@ -1,0 +1,122 @@
+"""Plain result types shared by the pipeline, the ROS layer and the CLI.
+
+Units: pixels for image quantities, metres for 3D quantities. 3D quantities are expressed in
+the camera optical frame of REP-103 (x right, y down, z forward), the frame the models use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LEFT = "left"
+RIGHT = "right"
+SIDES = (LEFT, RIGHT)
+
+
+@dataclass(frozen=True)
+class CameraIntrinsics:
+    """Pinhole intrinsics in pixels (``K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]``)."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    def __post_init__(self) -> None:
+        values = (self.fx, self.fy, self.cx, self.cy)
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(
+                f"camera intrinsics must be finite, got fx={self.fx} fy={self.fy} "
+                f"cx={self.cx} cy={self.cy}; check the CameraInfo K matrix or the intrinsics "
+                "override parameter"
+            )
+        if self.fx <= 0 or self.fy <= 0:
+            raise ValueError(
+                f"focal lengths must be positive, got fx={self.fx} fy={self.fy}; an all-zero K "
+                "means the camera is uncalibrated: calibrate it or set the intrinsics override"
+            )
+
+    @classmethod
+    def from_matrix(cls, k: np.ndarray | list[float]) -> CameraIntrinsics:
+        """Build from a 3x3 matrix or the 9 row-major values of ``CameraInfo.k``."""
+        m = np.asarray(k, dtype=np.float64).reshape(3, 3)
+        return cls(fx=float(m[0, 0]), fy=float(m[1, 1]), cx=float(m[0, 2]), cy=float(m[1, 2]))
+
+    def matrix(self) -> np.ndarray:
+        """Return the 3x3 camera matrix ``K``."""
+        return np.array(
+            [[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]], dtype=np.float64
+        )
+
+
+@dataclass
+class HandBox:
+    """A detected hand: a tight box around the hand, its side and confidence.
+
+    The box is tight around the hand (as a keypoint detector gives it); the pipeline enlarges it
+    the way HaMeR does. ``keypoints_2d`` holds the detector's 21 landmarks (OpenPose order,
+    pixels) when it has them.
+    """
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    side: str = RIGHT
+    score: float = 1.0
+    keypoints_2d: np.ndarray | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.side not in SIDES:
+            raise ValueError(f"hand side must be 'left' or 'right', got {self.side!r}")
+        coords = (self.x1, self.y1, self.x2, self.y2)
+        if not all(math.isfinite(float(v)) for v in coords):
+            raise ValueError(f"hand box has a non-finite coordinate: {coords}")
+        if self.x2 <= self.x1 or self.y2 <= self.y1:
+            raise ValueError(f"hand box must have x2 > x1 and y2 > y1, got {coords}")
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        """Return the box as ``[x1, y1, x2, y2]`` float64."""
+        return np.array([self.x1, self.y1, self.x2, self.y2], dtype=np.float64)
+
+    @property
+    def is_right(self) -> bool:
+        """Whether this is a right hand."""
+        return self.side == RIGHT
+
+
+@dataclass
+class HandResult:
+    """One reconstructed hand in the camera optical frame.
+
+    ``joints`` and ``vertices`` already include ``cam_t``: they are where the hand is in front
+    of the camera. MANO parameters are those of the right-hand model the network runs; for a
+    left hand the network saw the mirrored crop, so the left mesh is the x-mirror of the MANO
+    right-hand mesh (mirror a rotation ``R`` as ``M R M`` with ``M = diag(-1, 1, 1)``).
+    ``wrist_rotation`` is already the proper rotation of the wrist in the camera frame for
+    either side.
+    """
+
+    side: str
+    score: float
+    box: np.ndarray  # (4,) x1, y1, x2, y2 in pixels (the detector's box)
+    keypoints_2d: np.ndarray  # (21, 2) pixels, OpenPose hand order
+    joints: np.ndarray  # (21, 3) metres, camera frame
+    vertices: np.ndarray  # (778, 3) metres, camera frame
+    global_orient: np.ndarray  # (3, 3) MANO root rotation (right-hand model space)
+    hand_pose: np.ndarray  # (15, 3, 3) MANO joint rotations (right-hand model space)
+    betas: np.ndarray  # (10,) MANO shape
+    cam_t: np.ndarray  # (3,) metres: translation from the MANO frame to the camera frame
+    wrist_rotation: np.ndarray  # (3, 3) wrist orientation in the camera frame
+    track_id: int | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def is_right(self) -> bool:
+        """Whether this is a right hand."""
+        return self.side == RIGHT
