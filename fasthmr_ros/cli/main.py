@@ -13,6 +13,9 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "assets",
     "convert_mano",
+    "node",
+    "publish_images",
+    "bag",
 )
 
 

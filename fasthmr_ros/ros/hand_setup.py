@@ -1,0 +1,59 @@
+"""Build the hand mesh node's parts (model, pipeline, box source) from its parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fasthmr_ros.ros.hand_node import HandDetector, HandMeshNode, HandPipeline
+from fasthmr_ros.ros.parameters import ParameterError, ParameterSet
+from fasthmr_ros.ros.transport import Transport
+
+
+def build_detector(params: ParameterSet, log: Any) -> HandDetector | None:
+    """Return the box source named by the ``detector`` parameter (``None`` for ``external``)."""
+    name = params["detector"]
+    if name == "external":
+        log.info("hand boxes come from HandDetectionArray messages on hand_detections")
+        return None
+    if name == "full_frame":
+        from fasthmr_ros.pipeline.box_sources import FullFrameBoxes
+
+        log.info(
+            "detector full_frame: the whole image is treated as one right hand; for real "
+            "scenes use detector:=external with your own hand detector"
+        )
+        return FullFrameBoxes()
+    raise ParameterError(f"detector {name!r} is not available in this build")
+
+
+def build_pipeline(params: ParameterSet) -> tuple[HandPipeline, np.ndarray]:
+    """Load the regressor named by ``checkpoint`` and wrap it in the hand mesh pipeline.
+
+    Returns:
+        The pipeline and the MANO faces ``(1538, 3)``.
+
+    Raises:
+        ParameterError: when ``checkpoint`` is not set.
+
+    """
+    if not params["checkpoint"]:
+        raise ParameterError(
+            "parameter 'checkpoint' is not set: point it at hamer.ckpt (or its _DATA folder) "
+            "or a student checkpoint, e.g. --param checkpoint=/path/_DATA"
+        )
+    from fasthmr_ros import load_hand_regressor
+    from fasthmr_ros.pipeline.hand_pipeline import HandMeshPipeline
+
+    regressor = load_hand_regressor(
+        params["checkpoint"], mano_dir=params["mano_dir"] or None, device=params["device"]
+    )
+    return HandMeshPipeline(regressor, device=params["device"]), np.asarray(regressor.faces)
+
+
+def create_hand_node(transport: Transport, params: ParameterSet) -> HandMeshNode:
+    """Build the model, pipeline and detector and return the (not yet started) node."""
+    pipeline, faces = build_pipeline(params)
+    detector = build_detector(params, transport.logger)
+    return HandMeshNode(transport, params, pipeline, faces, detector)
