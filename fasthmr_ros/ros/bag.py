@@ -19,7 +19,7 @@ from fasthmr_ros.ros import messages
 from fasthmr_ros.ros.hand_node import (
     CAMERA_INFO_TOPIC,
     COMPRESSED_IMAGE,
-    COMPRESSED_TOPIC,
+    COMPRESSED_SUFFIX,
     IMAGE,
     IMAGE_TOPIC,
     HandDetector,
@@ -112,6 +112,10 @@ class BagTransport:
         name = self.resolver.resolve(topic)
         self.subscriptions[name] = (msgtype, callback)
         return name
+
+    def resolve(self, topic: str) -> str:
+        """Return the fully qualified, remapped name of ``topic``."""
+        return self.resolver.resolve(topic)
 
     def now_ns(self) -> int:
         """Return the bag time of the message being replayed."""
@@ -215,12 +219,16 @@ def process_bag(
     with Reader(input_path) as reader:
         topics = {c.topic: c.msgtype for c in reader.connections}
         image_topic = image_topic or find_image_topic(topics, compressed)
-        base = image_topic[: -len("/compressed")] if compressed and image_topic.endswith(
-            "/compressed") else image_topic
+        base = image_topic
+        if compressed:
+            if not image_topic.endswith(COMPRESSED_SUFFIX):
+                raise BagError(f"compressed image topics end in {COMPRESSED_SUFFIX}, got "
+                               f"{image_topic}")
+            base = image_topic[: -len(COMPRESSED_SUFFIX)]
         if camera_info_topic is None:
             camera_info_topic = base.rsplit("/", 1)[0] + "/camera_info"
-        rules = [f"{COMPRESSED_TOPIC if compressed else IMAGE_TOPIC}:={image_topic}",
-                 f"{CAMERA_INFO_TOPIC}:={camera_info_topic}", *remaps]
+        rules = [f"{IMAGE_TOPIC}:={base}", f"{CAMERA_INFO_TOPIC}:={camera_info_topic}",
+                 *remaps]
         resolver = NameResolver.from_rules("hand_mesh_node", "/", rules)
         writer, folder = _open_writer(output_path, storage)
         images = 0

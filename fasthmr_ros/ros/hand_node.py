@@ -1,7 +1,8 @@
 """The hand mesh node, independent of the transport that carries its messages.
 
 Subscriptions (relative to the node's namespace):
-    ``image`` (``sensor_msgs/Image``) or ``image/compressed`` (``CompressedImage``),
+    ``image`` (``sensor_msgs/Image``) or ``image/compressed`` (``CompressedImage``; remaps of
+    ``image`` apply to it, as with ``image_transport``),
     ``camera_info`` (optional), ``hand_detections`` (``detector: external`` only).
 Publications:
     ``hands`` (``HandMeshArray``), ``hands/markers`` (``MarkerArray``), ``hands/topology``
@@ -69,7 +70,7 @@ NODE_NAME = "hand_mesh_node"
 
 #: Topic names, relative to the node's namespace unless absolute.
 IMAGE_TOPIC = "image"
-COMPRESSED_TOPIC = "image/compressed"
+COMPRESSED_SUFFIX = "/compressed"
 CAMERA_INFO_TOPIC = "camera_info"
 DETECTIONS_TOPIC = "hand_detections"
 HANDS_TOPIC = "hands"
@@ -277,8 +278,9 @@ class HandMeshNode:
         }
         qos = image_qos(params["image_reliability"])
         if params["image_transport"] == "compressed":
-            t.create_subscription(COMPRESSED_TOPIC, COMPRESSED_IMAGE, qos,
-                                  self.on_compressed_image)
+            # As image_transport does: remaps apply to the base topic, "compressed" is appended.
+            t.create_subscription(t.resolve(IMAGE_TOPIC) + COMPRESSED_SUFFIX, COMPRESSED_IMAGE,
+                                  qos, self.on_compressed_image)
         else:
             t.create_subscription(IMAGE_TOPIC, IMAGE, qos, self.on_image)
         if params["use_camera_info"]:

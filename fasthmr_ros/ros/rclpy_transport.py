@@ -140,6 +140,10 @@ class RclpyTransport:
             get_message(msgtype), topic, callback, rclpy_qos(qos), raw=True
         )
 
+    def resolve(self, topic: str) -> str:
+        """Return the fully qualified, remapped name of ``topic`` (``rcl`` rules)."""
+        return str(self.node.resolve_topic_name(topic))
+
     def now_ns(self) -> int:
         """Return the node clock's time (simulated time when ``use_sim_time`` is set)."""
         return int(self.node.get_clock().now().nanoseconds)

@@ -58,5 +58,8 @@ class Transport(Protocol):
     ) -> Any:
         """Subscribe ``callback`` to ``topic``; it may be called from another thread."""
 
+    def resolve(self, topic: str) -> str:
+        """Return the fully qualified, remapped name of ``topic``."""
+
     def now_ns(self) -> int:
         """Return the node clock's current time in nanoseconds (stamps of diagnostics)."""
