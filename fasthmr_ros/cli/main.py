@@ -12,6 +12,7 @@ from collections.abc import Sequence
 # must set ``func`` (called with the parsed namespace, returning an exit code).
 COMMAND_MODULES: tuple[str, ...] = (
     "assets",
+    "hands",
 )
 
 
