@@ -46,8 +46,8 @@ GAUSSIAN_TRUNCATE: float = 4.0
 # Extra source pixels around the warp's footprint: bilinear reads one neighbour, plus rounding.
 _WARP_MARGIN = 2
 
-_MEAN_255 = 255.0 * np.asarray(IMAGE_MEAN, dtype=np.float64).reshape(3, 1, 1)
-_STD_255 = 255.0 * np.asarray(IMAGE_STD, dtype=np.float64).reshape(3, 1, 1)
+_MEAN_255 = (255.0 * np.asarray(IMAGE_MEAN, dtype=np.float64)).astype(np.float32)
+_STD_255 = (255.0 * np.asarray(IMAGE_STD, dtype=np.float64)).astype(np.float32)
 
 
 def expand_to_aspect_ratio(
@@ -172,8 +172,12 @@ def check_image(image_rgb: np.ndarray) -> None:
 
 def normalize_crop(patch_rgb: np.ndarray) -> np.ndarray:
     """Turn an ``H x W x 3`` RGB patch (0-255) into ImageNet-normalised float32 ``3 x H x W``."""
-    chw = np.asarray(patch_rgb, dtype=np.float64).transpose(2, 0, 1)
-    return ((chw - _MEAN_255) / _STD_255).astype(np.float32)
+    patch = np.asarray(patch_rgb)
+    out = np.empty((3, *patch.shape[:2]), dtype=np.float32)
+    for c, channel in enumerate(cv2.split(patch)):  # contiguous planes: fast elementwise ops
+        np.subtract(channel, _MEAN_255[c], out=out[c], dtype=np.float32)
+        np.divide(out[c], _STD_255[c], out=out[c])
+    return out
 
 
 def _window(lo: float, hi: float, margin: int, limit: int) -> tuple[int, int]:
@@ -224,28 +228,27 @@ def crop_hand(
         patch = np.zeros((CROP_SIZE, CROP_SIZE, 3), dtype=np.float32)
         return HandCrop(image=normalize_crop(patch), transform=transform)
 
+    # Read a window grown by the blur radius (inside the frame). Blurring it with a replicated
+    # border equals whole-frame blurring with skimage's mode='nearest' on [x0, x1) x [y0, y1),
+    # the only pixels the warp reads; nearer the cut edges it differs, but is never read.
+    gx0, gx1 = max(0, x0 - blur_margin), min(width, x1 + blur_margin)
+    gy0, gy1 = max(0, y0 - blur_margin), min(height, y1 + blur_margin)
+    source = image_rgb[gy0:gy1, gx0:gx1]
+    if source.strides[1:] != (3 * source.itemsize, source.itemsize):
+        source = np.ascontiguousarray(source)  # OpenCV needs contiguous pixels within a row
+    if transform.flip:  # mirror only the window (the kernel is symmetric: order is free)
+        source = cv2.flip(source, 1)
+        origin_x = width - gx1  # first window column in the mirrored image
+    else:
+        origin_x = gx0
     if kernel is not None:
-        # Blur a window grown by the kernel radius; inside [x0, x1) x [y0, y1) it equals
-        # whole-frame blurring, and clipping at the frame edge + replicate = mode 'nearest'.
-        bx0, bx1 = max(0, x0 - blur_margin), min(width, x1 + blur_margin)
-        by0, by1 = max(0, y0 - blur_margin), min(height, y1 + blur_margin)
-        grown = image_rgb[by0:by1, bx0:bx1].astype(np.float32)
-        blurred = cv2.sepFilter2D(
-            grown, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REPLICATE
+        source = cv2.sepFilter2D(
+            source, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REPLICATE
         )
-        source = blurred[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
-    else:
-        source = image_rgb[y0:y1, x0:x1]
-
-    if transform.flip:
-        source = source[:, ::-1]
-        origin_x = width - x1  # first column of the window in the mirrored image
-    else:
-        origin_x = x0
     shifted = m.copy()
-    shifted[:, 2] += m[:, :2] @ np.array([origin_x, y0], dtype=np.float64)
+    shifted[:, 2] += m[:, :2] @ np.array([origin_x, gy0], dtype=np.float64)
     patch = cv2.warpAffine(
-        np.ascontiguousarray(source),
+        source,
         shifted,
         (CROP_SIZE, CROP_SIZE),
         flags=cv2.INTER_LINEAR,
