@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "assets",
     "evaluate",
     "convert_mano",
+    "hands",
 )
 
 
