@@ -12,7 +12,9 @@ from collections.abc import Sequence
 # must set ``func`` (called with the parsed namespace, returning an exit code).
 COMMAND_MODULES: tuple[str, ...] = (
     "assets",
+    "evaluate",
     "convert_mano",
+    "hands",
     "node",
     "publish_images",
     "bag",
