@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Iterator
+
+import numpy as np
 
 from fasthmr_ros.cli.main import CommandError
 from fasthmr_ros.pipeline.results import CameraIntrinsics
@@ -22,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         epilog="example: fasthmr publish-images clip.mp4 --namespace /camera --loop",
     )
-    parser.add_argument("source", help="video file, image folder, single image or camera index")
+    parser.add_argument("source", nargs="+",
+                        help="video files, image folders, images or a camera index (0)")
     parser.add_argument("--rate", type=float, default=None,
                         help="frames per second (default: the source's rate; folders 30)")
     parser.add_argument("--loop", action="store_true", help="start again at the end")
@@ -59,20 +63,31 @@ def parse_intrinsics(text: str | None) -> CameraIntrinsics | None:
 
 def run(args: argparse.Namespace) -> int:
     """Publish the source."""
+    import itertools
     import threading
 
+    import cv2
     from tqdm import tqdm
 
+    from fasthmr_ros.pipeline.video import FrameSource
     from fasthmr_ros.ros.dds import DdsError, DdsTransport
-    from fasthmr_ros.ros.frame_sources import FrameSourceError, open_frame_source
-    from fasthmr_ros.ros.image_publisher import CameraPublisher, publish_frames
+    from fasthmr_ros.ros.image_publisher import CameraPublisher, publish_frames, source_rate
     from fasthmr_ros.ros.names import InvalidNameError
 
     intrinsics = parse_intrinsics(args.intrinsics)
     try:
-        source = open_frame_source(args.source, args.rate, args.loop)
-    except FrameSourceError as exc:
+        source = FrameSource(args.source)
+        fps = source_rate(args.source[0], args.rate)
+        length = source.total
+    except ValueError as exc:
         raise CommandError(str(exc)) from None
+
+    def frames() -> Iterator[np.ndarray]:
+        passes = itertools.count() if args.loop else range(1)
+        for _ in passes:
+            for frame in source:
+                yield cv2.cvtColor(frame.image_bgr, cv2.COLOR_BGR2RGB)
+
     log = logging.getLogger("fasthmr.publish_images")
     try:
         transport = DdsTransport("image_publisher", args.namespace, logger=log)
@@ -84,20 +99,21 @@ def run(args: argparse.Namespace) -> int:
             transport, args.topic, args.camera_info_topic, args.frame_id, args.compressed,
             args.encoding, intrinsics, args.reliable,
         )
-        log.info(f"publishing {source.description} at {source.fps:.1f} fps on "
+        log.info(f"publishing {' '.join(args.source)} at {fps:.1f} fps on "
                  f"{camera.images.topic} and {camera.camera_info.topic} "
                  f"(DDS domain {transport.domain_id})")
         if args.wait > 0 and not camera.wait_for_subscribers(args.wait):
             log.warning(f"no subscriber on {camera.images.topic} after {args.wait} s; "
                         "publishing anyway")
-        total = args.count if args.count is not None else source.length
+        total = args.count if args.count is not None else (None if args.loop else length)
         with tqdm(total=total, unit="frame", desc="publish") as bar:
-            count = publish_frames(camera, source, source.fps, args.count, stop,
+            count = publish_frames(camera, frames(), fps, args.count, stop,
                                    on_frame=lambda _: bar.update(1))
     except KeyboardInterrupt:
         count = None
+    except ValueError as exc:  # an unreadable frame
+        raise CommandError(str(exc)) from None
     finally:
-        source.close()
         transport.close()
     if count is not None:
         log.info(f"published {count} frames")

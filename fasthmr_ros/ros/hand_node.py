@@ -23,8 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 
+from fasthmr_ros.pipeline.camera import resolve_intrinsics
+from fasthmr_ros.pipeline.overlay import draw_hands
 from fasthmr_ros.pipeline.results import CameraIntrinsics, HandBox, HandResult
 from fasthmr_ros.ros import messages
 from fasthmr_ros.ros.camera_info import (
@@ -32,7 +35,6 @@ from fasthmr_ros.ros.camera_info import (
     IntrinsicsByStamp,
     intrinsics_from_camera_info,
 )
-from fasthmr_ros.ros.debug_image import draw_hands
 from fasthmr_ros.ros.diagnostics import (
     DIAGNOSTIC_ARRAY,
     DIAGNOSTICS_TOPIC,
@@ -417,13 +419,18 @@ class HandMeshNode:
         t3 = time.perf_counter()
         timings.infer = t3 - t2
 
-        self._publish_outputs(frame, rgb, results, timings)
+        self._publish_outputs(frame, rgb, results, intrinsics, timings)
         self.stats.output(self.clock(), self.clock() - frame.received)
         self.last_timings = timings
         return timings
 
     def _publish_outputs(
-        self, frame: Frame, rgb: np.ndarray, results: list[HandResult], timings: FrameTimings
+        self,
+        frame: Frame,
+        rgb: np.ndarray,
+        results: list[HandResult],
+        intrinsics: CameraIntrinsics | None,
+        timings: FrameTimings,
     ) -> None:
         header = frame.message.header
         ids = hand_ids(results)
@@ -443,8 +450,8 @@ class HandMeshNode:
             add("tf", lambda: wrist_transforms(header, results, ids, self.params["tf_prefix"],
                                                self.store), TF_MESSAGE)
         if self.params["publish_debug_image"] and self._wanted("debug_image"):
-            add("debug_image", lambda: encode_image(draw_hands(rgb, results, ids), header,
-                                                    store=self.store), IMAGE)
+            add("debug_image", lambda: self._debug_image(header, rgb, results, intrinsics),
+                IMAGE)
         for key, msg, msgtype in outgoing:
             start = time.perf_counter()
             raw = messages.serialize(msg, msgtype, self.store)
@@ -453,6 +460,18 @@ class HandMeshNode:
             timings.serialize += mid - start
             timings.publish += time.perf_counter() - mid
             timings.sizes[key] = len(raw)
+
+    def _debug_image(
+        self,
+        header: Any,
+        rgb: np.ndarray,
+        results: list[HandResult],
+        intrinsics: CameraIntrinsics | None,
+    ) -> Any:
+        camera = resolve_intrinsics(intrinsics, rgb.shape[1], rgb.shape[0])
+        bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
+        drawn = draw_hands(bgr, results, self.faces, camera)
+        return encode_image(cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB), header, "rgb8", self.store)
 
     def _wanted(self, key: str) -> bool:
         return self._publishers[key].subscription_count() > 0

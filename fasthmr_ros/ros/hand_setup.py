@@ -20,11 +20,12 @@ def build_detector(params: ParameterSet, log: Any) -> HandDetector | None:
     if name == "full_frame":
         from fasthmr_ros.pipeline.box_sources import FullFrameBoxes
 
+        side = params["full_frame_side"]
         log.info(
-            "detector full_frame: the whole image is treated as one right hand; for real "
-            "scenes use detector:=external with your own hand detector"
+            f"detector full_frame: each whole image is one {side} hand (for images cropped to "
+            "a hand); for camera scenes use detector:=external with your own hand detector"
         )
-        return FullFrameBoxes()
+        return FullFrameBoxes(side)
     raise ParameterError(f"detector {name!r} is not available in this build")
 
 
@@ -49,7 +50,8 @@ def build_pipeline(params: ParameterSet) -> tuple[HandPipeline, np.ndarray]:
     regressor = load_hand_regressor(
         params["checkpoint"], mano_dir=params["mano_dir"] or None, device=params["device"]
     )
-    return HandMeshPipeline(regressor, device=params["device"]), np.asarray(regressor.faces)
+    pipeline = HandMeshPipeline(regressor, device=params["device"])
+    return pipeline, np.asarray(pipeline.faces)
 
 
 def create_hand_node(transport: Transport, params: ParameterSet) -> HandMeshNode:

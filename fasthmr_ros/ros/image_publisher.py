@@ -9,11 +9,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from fasthmr_ros.pipeline.results import CameraIntrinsics
+from fasthmr_ros.pipeline.video import IMAGE_SUFFIXES
 from fasthmr_ros.ros import messages
 from fasthmr_ros.ros.camera_info import camera_info_message
 from fasthmr_ros.ros.image_codec import encode_compressed_image, encode_image
@@ -91,6 +94,32 @@ class CameraPublisher:
                 return False
             time.sleep(0.02)
         return True
+
+
+def source_rate(spec: str, rate: float | None = None, default: float = 30.0) -> float:
+    """Return the frame rate to publish ``spec`` at.
+
+    That is ``rate`` if given, else the rate the video file or camera reports, else ``default``
+    (image files and folders).
+
+    Raises:
+        ValueError: for a rate that is not positive.
+
+    """
+    if rate is not None:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        return float(rate)
+    path = Path(spec)
+    is_camera = spec.isdigit() and not path.exists()
+    if not is_camera and (path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES):
+        return default
+    capture = cv2.VideoCapture(int(spec) if is_camera else spec)
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
+    finally:
+        capture.release()
+    return float(fps) if fps and fps > 0 else default
 
 
 def publish_frames(

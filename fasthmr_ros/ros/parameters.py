@@ -150,6 +150,8 @@ HAND_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("detector", STRING, "full_frame", "where hand boxes come from: full_frame "
                   "(whole image as one hand), external (HandDetectionArray on hand_detections, "
                   "same stamps as the images)", read_only=True, choices=DETECTORS),
+    ParameterSpec("full_frame_side", STRING, "right", "side of the hand filling each image "
+                  "with detector full_frame", read_only=True, choices=("right", "left")),
     ParameterSpec("image_transport", STRING, "raw", "raw: subscribe image (sensor_msgs/Image); "
                   "compressed: subscribe image/compressed (jpeg or png)", read_only=True,
                   choices=("raw", "compressed")),
