@@ -59,6 +59,26 @@ def domain_id_from_env(environ: dict[str, str] | None = None) -> int:
     return value
 
 
+def pad_cdr(raw: bytes) -> bytes:
+    """Pad CDR to a multiple of 4 bytes, recording the padding in the encapsulation options.
+
+    DDS requires serialized payloads to be 4-byte multiples; XTypes 1.3 (7.6.3.1.2) puts the
+    number of padding bytes in the two low bits of the options field, as Cyclone DDS does.
+    """
+    pad = -len(raw) % 4
+    if not pad:
+        return raw
+    return raw[:3] + bytes([(raw[3] & 0xFC) | pad]) + raw[4:] + bytes(pad)
+
+
+def unpad_cdr(raw: bytes) -> bytes:
+    """Undo :func:`pad_cdr`: drop the padding announced in the options, clear the count."""
+    pad = raw[3] & 0x03
+    if not pad:
+        return raw
+    return raw[:3] + bytes([raw[3] & 0xFC]) + raw[4 : len(raw) - pad]
+
+
 class RawSample:
     """What a reader returns: the CDR bytes of one message (decoded later by rosbags)."""
 
@@ -134,7 +154,7 @@ def wire_type(msgtype: str, store: Any | None = None) -> type:
         def serialize(self: Any, use_version_2: bool | None = None, **_: Any) -> bytes:
             if use_version_2:
                 raise DdsError("ROS 2 peers use XCDR1; this writer was set up for XCDR2")
-            return self._raw
+            return pad_cdr(self._raw)
 
         def deserialize(klass: type, data: bytes, has_header: bool = True,
                         use_version_2: bool | None = None) -> RawSample:
