@@ -318,7 +318,7 @@ class HandMeshNode:
         try:
             msg = messages.deserialize(raw, msgtype, self.store)
         except Exception as exc:  # rosbags raises SerdeError and others for corrupt CDR
-            self._reject(f"cdr:{msgtype}", f"skipped a {msgtype} that does not decode: {exc}")
+            self._reject(f"skipped a {msgtype} that does not decode: {exc}")
             return
         self.stats.input(now)
         frame = Frame(msg, msgtype, now)
@@ -335,10 +335,10 @@ class HandMeshNode:
             msg = messages.deserialize(raw, CAMERA_INFO, self.store)
             intrinsics = intrinsics_from_camera_info(msg)
         except CameraInfoError as exc:
-            self._reject("camera_info", f"skipped a CameraInfo: {exc}")
+            self._reject(f"skipped a CameraInfo: {exc}")
             return
         except Exception as exc:
-            self._reject("cdr:camera_info", f"skipped a CameraInfo that does not decode: {exc}")
+            self._reject(f"skipped a CameraInfo that does not decode: {exc}")
             return
         with self._lock:
             self.intrinsics.add(messages.stamp_to_ns(msg.header.stamp), intrinsics)
@@ -348,7 +348,7 @@ class HandMeshNode:
         try:
             msg = messages.deserialize(raw, HAND_DETECTION_ARRAY, self.store)
         except Exception as exc:
-            self._reject("cdr:detections", f"skipped a HandDetectionArray that does not "
+            self._reject(f"skipped a HandDetectionArray that does not "
                          f"decode: {exc}")
             return
         boxes, problems = boxes_from_detections(msg, self.store)
@@ -360,16 +360,20 @@ class HandMeshNode:
 
     # ------------------------------------------------------------- processing
     def spin_once(self, timeout: float = 0.1) -> bool:
-        """Process the newest frame if one arrives within ``timeout``; return whether one did.
+        """Process the newest frame if one arrives within ``timeout``.
 
         Also publishes diagnostics when they are due.
+
+        Returns:
+            Whether a frame was processed and its outputs published (``False`` when none came
+            or it was malformed).
+
         """
         frame = self.slot.take(timeout)
         processed = False
         if frame is not None:
             try:
-                self.process_frame(frame)
-                processed = True
+                processed = self.process_frame(frame) is not None
             except Exception as exc:  # keep serving: one failing frame must not stop the node
                 self.stats.rejected()
                 self.log.error(f"failed to process the image stamped {frame.stamp_ns} ns: "
@@ -398,7 +402,7 @@ class HandMeshNode:
                             f"{getattr(frame.message, 'format', '')}", f"skipping images: {exc}")
             return None
         except ImageDecodeError as exc:
-            self._reject("image", f"skipped an image: {exc}")
+            self._reject(f"skipped an image: {exc}")
             return None
         t1 = time.perf_counter()
         timings.decode = t1 - t0
@@ -558,6 +562,7 @@ class HandMeshNode:
             self._warned_at[key] = now
             self.log.warning(text)
 
-    def _reject(self, key: str, text: str) -> None:
+    def _reject(self, text: str) -> None:
+        """Count a skipped message and log why (the same reason at most every 5 s)."""
         self.stats.rejected()
-        self._warn_throttled(key, text)
+        self._warn_throttled(text, text)

@@ -50,10 +50,11 @@ LATCHED = QosProfile(depth=1, reliability=RELIABLE, durability=TRANSIENT_LOCAL)
 TF = QosProfile(depth=100, reliability=RELIABLE, durability=VOLATILE)
 
 
-def image_qos(reliability: str, depth: int = 1) -> QosProfile:
-    """Return the subscription profile for camera streams.
+def image_qos(reliability: str, depth: int = 5) -> QosProfile:
+    """Return the subscription profile for camera streams (the sensor-data profile by default).
 
     A best-effort reader matches both reliable and best-effort publishers, so it is the
-    default; ``depth=1`` because only the newest image is ever processed.
+    default. The node takes every sample at once and keeps only the newest itself, so frames it
+    skips are counted rather than silently overwritten in the DDS reader's history.
     """
     return QosProfile(depth=depth, reliability=reliability, durability=VOLATILE)
