@@ -240,16 +240,28 @@ def process_bag(
                 if params["use_camera_info"] and camera_info_topic not in topics:
                     logger.warning(f"the bag has no {camera_info_topic}: using the default "
                                    "focal length (set --camera-info-topic)")
+                transport.now = reader.start_time
+                node.start()  # subscribes (fills transport.subscriptions), writes the topology
                 connections = [c for c in reader.connections if c.topic in
                                transport.subscriptions]
+                if not connections:
+                    raise BagError(f"the bag has none of the topics the node reads: "
+                                   f"{', '.join(sorted(transport.subscriptions))}")
                 copies = {}
                 if copy_inputs:
                     for c in connections:
                         copies[c.id] = writer.add_connection(
                             c.topic, c.msgtype, typestore=messages.typestore())
-                transport.now = reader.start_time
-                node.start()
                 total = sum(c.msgcount for c in connections)
+                pending: int | None = None  # bag time of the image not processed yet
+
+                def process_pending() -> None:
+                    # Outputs are written at the bag time of their image.
+                    if pending is not None:
+                        now, transport.now = transport.now, pending
+                        node.spin_once(0.0)
+                        transport.now = now
+
                 for done, (connection, timestamp, raw) in enumerate(
                     reader.messages(connections=connections), start=1
                 ):
@@ -257,16 +269,19 @@ def process_bag(
                     if connection.msgtype != msgtype:
                         raise BagError(f"{connection.topic} holds {connection.msgtype}, the "
                                        f"node expects {msgtype}")
-                    if msgtype in (IMAGE, COMPRESSED_IMAGE):
-                        node.spin_once(0.0)  # the previous image, with everything up to now
-                        images += 1
                     transport.now = timestamp
+                    if msgtype in (IMAGE, COMPRESSED_IMAGE):
+                        # The previous image, now that everything recorded before this one
+                        # (its CameraInfo, its detections) has been delivered.
+                        process_pending()
+                        pending = timestamp
+                        images += 1
                     if connection.id in copies:
                         transport.write(copies[connection.id], bytes(raw))
                     callback(bytes(raw))
                     if progress is not None:
                         progress(done, total)
-                node.spin_once(0.0)
+                process_pending()
                 node.publish_diagnostics()
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
