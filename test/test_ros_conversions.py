@@ -143,7 +143,8 @@ def test_detections_to_boxes():
 def test_markers(faces):
     builder = HandMarkerBuilder(faces, lifetime_s=0.25)
     right, left = make_hand_result("right", 1), make_hand_result("left", 2)
-    array = builder.build(HEADER, [right, left], ["right_0", "left_0"])
+    packed = builder.build(HEADER, [right, left], ["right_0", "left_0"])
+    array = packed.full_message()
     cls = messages.typestore().types["visualization_msgs/msg/Marker"]
     kinds = {(m.ns, m.id): m for m in array.markers}
     assert set(kinds) == {(ns, i) for ns in (MESH_NS, SKELETON_NS, JOINTS_NS) for i in (0, 1)}
@@ -163,23 +164,50 @@ def test_markers(faces):
     assert joints.type == cls.SPHERE_LIST and len(joints.points) == 21
     c = joints.color
     assert (c.r, c.g, c.b, c.a) == pytest.approx(SIDE_COLOURS["left"])
-    raw = messages.serialize(array, "visualization_msgs/msg/MarkerArray")
+    raw = packed.serialize()
+    assert raw == messages.serialize(array, "visualization_msgs/msg/MarkerArray")
     assert len(messages.deserialize(raw, "visualization_msgs/msg/MarkerArray").markers) == 6
+
+
+@pytest.mark.parametrize("hands,mesh,shifts", [(1, True, 0), (2, True, 1), (3, False, 2),
+                                               (2, True, 3)])
+def test_packed_markers_encode_exactly_like_rosbags(faces, hands, mesh, shifts):
+    # Strings of several lengths move every later field to other alignments.
+    builder = HandMarkerBuilder(faces, mesh=mesh)
+    header = messages.make_header(7, "cam" + "x" * shifts)
+    results = [make_hand_result("right" if i % 2 else "left", seed=i) for i in range(hands)]
+    ids = [f"h{i}" for i in range(hands)]
+    builder.build(header, results, ids)
+    packed = builder.build(header, results[:-1], ids[:-1])  # with DELETE markers at the end
+    expected = messages.serialize(packed.full_message(), "visualization_msgs/msg/MarkerArray")
+    assert packed.serialize() == expected
+
+
+def test_packed_markers_with_an_empty_point_list():
+    from fasthmr_ros.ros.markers import PackedMarkerArray
+
+    store = messages.typestore()
+    markers = [messages.new_message("visualization_msgs/msg/Marker", ns=n, points=[
+        store.types["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0)]) for n in ("a", "bb")]
+    array = store.types["visualization_msgs/msg/MarkerArray"](markers=markers)
+    packed = PackedMarkerArray(array, [np.zeros((0, 3)), np.ones((5, 3))], store)
+    assert packed.serialize() == messages.serialize(packed.full_message(),
+                                                    "visualization_msgs/msg/MarkerArray")
 
 
 def test_marker_ids_are_stable_and_vanished_hands_are_deleted(faces):
     builder = HandMarkerBuilder(faces, mesh=False)
     right, left = make_hand_result("right", 1), make_hand_result("left", 2)
-    first = builder.build(HEADER, [right, left], ["right_0", "left_0"])
+    first = builder.build(HEADER, [right, left], ["right_0", "left_0"]).full_message()
     assert {(m.ns, m.id) for m in first.markers} == {(SKELETON_NS, 0), (JOINTS_NS, 0),
                                                      (SKELETON_NS, 1), (JOINTS_NS, 1)}
-    second = builder.build(HEADER, [left], ["left_0"])
+    second = builder.build(HEADER, [left], ["left_0"]).full_message()
     cls = messages.typestore().types["visualization_msgs/msg/Marker"]
     adds = {(m.ns, m.id) for m in second.markers if m.action == cls.ADD}
     deletes = {(m.ns, m.id) for m in second.markers if m.action == cls.DELETE}
     assert adds == {(SKELETON_NS, 1), (JOINTS_NS, 1)}  # left keeps id 1
     assert deletes == {(SKELETON_NS, 0), (JOINTS_NS, 0)}
-    third = builder.build(HEADER, [left], ["left_0"])
+    third = builder.build(HEADER, [left], ["left_0"]).full_message()
     assert all(m.action == cls.ADD for m in third.markers)
 
 

@@ -63,7 +63,7 @@ def _sample_messages() -> dict[str, object]:
             detections=[detection(side=1, score=0.5, box=np.array([1, 2, 30, 40], np.float32),
                                   keypoints_2d=np.zeros(42, np.float32))]),
         "visualization_msgs/msg/MarkerArray": HandMarkerBuilder(faces).build(
-            HEADER, results, hand_ids(results)),
+            HEADER, results, hand_ids(results)).full_message(),
         "tf2_msgs/msg/TFMessage": wrist_transforms(HEADER, results, hand_ids(results)),
         "diagnostic_msgs/msg/DiagnosticArray": diagnostic_array(
             HEADER, "n", "cpu", stats.snapshot(1.0)),

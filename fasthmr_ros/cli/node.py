@@ -47,6 +47,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="stop after this many seconds (default: run until Ctrl-C)")
     hands.set_defaults(func=run_hands)
 
+    overhead = nodes.add_parser(
+        "overhead",
+        help="measure the hand mesh node's own cost per frame over DDS (not inference)",
+        description=(
+            "Send frames over loopback DDS through the hand mesh node with two fixed hand "
+            "boxes and report the median milliseconds per frame of decoding, message "
+            "conversion, serialization and publication (the node's overhead; inference is "
+            "reported apart), and the bytes per output message. Set CYCLONEDDS_URI to a "
+            "loopback configuration to keep the traffic on this machine."
+        ),
+    )
+    overhead.add_argument("--frames", type=int, default=50, help="frames to measure")
+    overhead.add_argument("--width", type=int, default=640, help="image width")
+    overhead.add_argument("--height", type=int, default=480, help="image height")
+    overhead.add_argument("--checkpoint", default=None,
+                          help="model checkpoint (default: random-weights test assets)")
+    overhead.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                          help="node parameter, e.g. publish_markers=false; repeatable")
+    overhead.set_defaults(func=run_overhead)
+
+
+def run_overhead(args: argparse.Namespace) -> int:
+    """Measure and print the node overhead as JSON."""
+    from tqdm import tqdm
+
+    from fasthmr_ros.ros.overhead import measure_node_overhead
+    from fasthmr_ros.ros.parameters import ParameterError, parse_override
+
+    if args.frames < 1:
+        raise CommandError("--frames must be at least 1")
+    try:
+        overrides = dict(parse_override(text) for text in args.param)
+        with tqdm(total=args.frames, unit="frame", desc="overhead") as bar:
+            result = measure_node_overhead(
+                args.frames, args.width, args.height, overrides, args.checkpoint,
+                progress=lambda n: bar.update(n - bar.n),
+            )
+    except ParameterError as exc:
+        raise CommandError(str(exc)) from None
+    print(json.dumps(result))
+    return 0
+
 
 def rclpy_arguments(args: argparse.Namespace) -> list[str]:
     """Translate the options to ROS 2 command-line arguments (``--ros-args ...``)."""

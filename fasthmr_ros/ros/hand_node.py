@@ -57,7 +57,7 @@ from fasthmr_ros.ros.image_codec import (
     decode_image,
     encode_image,
 )
-from fasthmr_ros.ros.markers import MARKER_ARRAY, HandMarkerBuilder
+from fasthmr_ros.ros.markers import MARKER_ARRAY, HandMarkerBuilder, PackedMarkerArray
 from fasthmr_ros.ros.parameters import ParameterError, ParameterSet
 from fasthmr_ros.ros.qos import DEFAULT, LATCHED, SENSOR_DATA, TF, image_qos
 from fasthmr_ros.ros.tf_frames import TF_MESSAGE, TF_TOPIC, wrist_transforms
@@ -458,7 +458,10 @@ class HandMeshNode:
                 IMAGE)
         for key, msg, msgtype in outgoing:
             start = time.perf_counter()
-            raw = messages.serialize(msg, msgtype, self.store)
+            if isinstance(msg, PackedMarkerArray):
+                raw = msg.serialize()
+            else:
+                raw = messages.serialize(msg, msgtype, self.store)
             mid = time.perf_counter()
             self._publishers[key].publish(raw)
             timings.serialize += mid - start

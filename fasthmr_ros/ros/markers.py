@@ -3,10 +3,19 @@
 One marker id per hand, kept for as long as the hand keeps its message id, so RViz updates
 markers in place. Markers carry a lifetime (vanished hands fade out even if the node stops) and
 hands that vanish between two frames are deleted explicitly.
+
+A hand mesh is 4614 points, and a Python object per point costs milliseconds to build and to
+encode. So marker points stay numpy arrays (:class:`PackedMarkerArray`): rosbags encodes the
+message with one placeholder point per marker, and the points are spliced into its CDR as raw
+float64 triples. ``geometry_msgs/Point`` is three float64 (24 bytes, a multiple of CDR's largest
+alignment), so every byte after a point list keeps its alignment; the tests check the result
+against rosbags encoding the full message.
 """
 
 from __future__ import annotations
 
+import struct
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +43,87 @@ BONE_WIDTH = 0.004
 JOINT_DIAMETER = 0.008
 
 _BONES = np.asarray(HAND_SKELETON, dtype=np.int64).reshape(-1)
+
+
+# Placeholder x values: quiet NaNs with a tag and the marker's index in the payload bits, so
+# each placeholder's bytes are unique in the encoded message and can be found.
+_TAG = 0x7FF8_F0E5_0000_0000
+
+
+def _placeholder(index: int) -> float:
+    return struct.unpack("<d", struct.pack("<Q", _TAG | index))[0]
+
+
+class PackedMarkerArray:
+    """A ``MarkerArray`` whose point lists are numpy arrays until it is encoded.
+
+    Args:
+        message: the MarkerArray (its markers' point lists are replaced where ``points`` has
+            an array).
+        points: per marker, an ``(N, 3)`` array of its points, or ``None`` (the marker's own
+            ``points`` are kept).
+        store: typestore.
+
+    """
+
+    def __init__(self, message: Any, points: list[np.ndarray | None], store: Any) -> None:
+        if len(points) != len(message.markers):
+            raise ValueError("one entry of points per marker is needed")
+        points = list(points)
+        point = store.types["geometry_msgs/msg/Point"]
+        for index, pts in enumerate(points):
+            if pts is None:
+                continue
+            if len(pts) == 0:
+                # An empty list has no alignment padding: encode it the ordinary way.
+                message.markers[index].points = []
+                points[index] = None
+            else:
+                message.markers[index].points = [point(x=_placeholder(index), y=0.0, z=0.0)]
+        self.message = message
+        self.points = points
+        self._store = store
+
+    @property
+    def markers(self) -> list[Any]:
+        """The markers (placeholder points where arrays are kept)."""
+        return self.message.markers
+
+    def full_message(self) -> Any:
+        """Return the MarkerArray with every point as a ``geometry_msgs/Point`` (slow)."""
+        point = self._store.types["geometry_msgs/msg/Point"]
+        markers = []
+        for marker, pts in zip(self.message.markers, self.points, strict=True):
+            if pts is not None:
+                marker = type(marker)(**{**vars(marker), "points": [
+                    point(x=x, y=y, z=z) for x, y, z in pts.tolist()]})
+            markers.append(marker)
+        return type(self.message)(markers=markers)
+
+    def serialize(self) -> bytes:
+        """Encode as CDR: identical to rosbags encoding :meth:`full_message`."""
+        if sys.byteorder != "little":  # the splice writes native float64
+            return messages.serialize(self.full_message(), MARKER_ARRAY, self._store)
+        raw = messages.serialize(self.message, MARKER_ARRAY, self._store)
+        pieces = []
+        done = 0
+        for index, pts in enumerate(self.points):
+            if pts is None:
+                continue
+            sentinel = struct.pack("<d", _placeholder(index))
+            start = raw.find(sentinel, done)
+            if start < 0 or raw.find(sentinel, start + 1) >= 0:
+                raise RuntimeError(f"placeholder of marker {index} not found exactly once")
+            # The uint32 count precedes the points, maybe followed by 4 bytes of padding.
+            count_at = start - 4 if raw[start - 4 : start] == b"\x01\0\0\0" else start - 8
+            if raw[count_at : count_at + 4] != b"\x01\0\0\0":
+                raise RuntimeError(f"no point count found before marker {index}'s points")
+            data = np.ascontiguousarray(pts, dtype="<f8").reshape(-1, 3)
+            pieces += [raw[done:count_at], struct.pack("<I", len(data)),
+                       raw[count_at + 4 : start], data.tobytes()]
+            done = start + 24
+        pieces.append(raw[done:])
+        return b"".join(pieces)
 
 
 class MarkerIds:
@@ -79,9 +169,12 @@ class HandMarkerBuilder:
         self._ids = MarkerIds()
         self._shown: set[tuple[str, int]] = set()
 
-    def build(self, header: Any, results: Sequence[HandResult], hand_ids: Sequence[str]) -> Any:
-        """Return the ``MarkerArray`` for one frame (adds, and deletes of vanished hands)."""
-        markers = []
+    def build(
+        self, header: Any, results: Sequence[HandResult], hand_ids: Sequence[str]
+    ) -> PackedMarkerArray:
+        """Return the markers of one frame (adds, and deletes of vanished hands)."""
+        markers: list[Any] = []
+        points: list[np.ndarray | None] = []
         shown: set[tuple[str, int]] = set()
         for result, hand_id in zip(results, hand_ids, strict=True):
             marker_id = self._ids(hand_id)
@@ -90,18 +183,23 @@ class HandMarkerBuilder:
             if self.mesh:
                 faces = self._faces_left if result.side == LEFT else self._faces_right
                 vertices = np.asarray(result.vertices, dtype=np.float64)
-                markers.append(self._marker(header, MESH_NS, marker_id, "TRIANGLE_LIST",
-                                            vertices[faces], colour, (1.0, 1.0, 1.0)))
+                markers.append(self._marker(header, MESH_NS, marker_id, "TRIANGLE_LIST", colour,
+                                            (1.0, 1.0, 1.0)))
+                points.append(vertices[faces])
                 shown.add((MESH_NS, marker_id))
-            markers.append(self._marker(header, SKELETON_NS, marker_id, "LINE_LIST",
-                                        joints[_BONES], colour, (BONE_WIDTH, 0.0, 0.0)))
-            markers.append(self._marker(header, JOINTS_NS, marker_id, "SPHERE_LIST", joints,
-                                        colour, (JOINT_DIAMETER,) * 3))
+            markers.append(self._marker(header, SKELETON_NS, marker_id, "LINE_LIST", colour,
+                                        (BONE_WIDTH, 0.0, 0.0)))
+            points.append(joints[_BONES])
+            markers.append(self._marker(header, JOINTS_NS, marker_id, "SPHERE_LIST", colour,
+                                        (JOINT_DIAMETER,) * 3))
+            points.append(joints)
             shown.update({(SKELETON_NS, marker_id), (JOINTS_NS, marker_id)})
         for ns, marker_id in sorted(self._shown - shown):
             markers.append(self._delete(header, ns, marker_id))
+            points.append(None)
         self._shown = shown
-        return self._store.types[MARKER_ARRAY](markers=markers)
+        return PackedMarkerArray(self._store.types[MARKER_ARRAY](markers=markers), points,
+                                 self._store)
 
     def _marker(
         self,
@@ -109,13 +207,11 @@ class HandMarkerBuilder:
         ns: str,
         marker_id: int,
         kind: str,
-        points: np.ndarray,
         colour: tuple[float, float, float, float],
         scale: tuple[float, float, float],
     ) -> Any:
         types = self._store.types
         cls = types[MARKER]
-        point_type = types["geometry_msgs/msg/Point"]
         sec, nanosec = divmod(int(round(self.lifetime_s * 1e9)), 1_000_000_000)
         return messages.new_message(
             MARKER,
@@ -131,7 +227,6 @@ class HandMarkerBuilder:
                 r=colour[0], g=colour[1], b=colour[2], a=colour[3]
             ),
             lifetime=types["builtin_interfaces/msg/Duration"](sec=sec, nanosec=nanosec),
-            points=[point_type(x=x, y=y, z=z) for x, y, z in points.tolist()],
         )
 
     def _delete(self, header: Any, ns: str, marker_id: int) -> Any:
