@@ -136,3 +136,23 @@ def test_rviz_config_shows_the_node_outputs():
     assert {d["Topic"]["Value"] for d in images} == {"/image", "/" + DEBUG_IMAGE_TOPIC}
     assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == \
         "camera_optical_frame"
+
+
+def test_ros_modules_import_without_ros():
+    import subprocess
+    import sys
+
+    modules = sorted(p.stem for p in (ROOT / "fasthmr_ros" / "ros").glob("*.py")
+                     if p.stem != "__init__")
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module('fasthmr_ros.ros.' + name)\n"
+        "ros = [m for m in sys.modules if m.split('.')[0] in "
+        "('rclpy', 'launch', 'launch_ros', 'rosidl_runtime_py', 'rcl_interfaces')]\n"
+        "assert not ros, ros\n"
+        "print(len(sys.argv))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
