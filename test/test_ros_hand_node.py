@@ -329,6 +329,19 @@ def test_latest_frame_slot_and_box_selection():
     start = time.monotonic()
     assert slot.take(5.0) is None and time.monotonic() - start < 1.0
     from fasthmr_ros.pipeline.results import HandBox
+    from fasthmr_ros.ros.hand_node import Frame, StampPairing
+
+    dropped = []
+    pairing = StampPairing(capacity=2, on_drop=lambda: dropped.append(1))
+    frames = [Frame(messages.new_message("sensor_msgs/msg/Image",
+                                         header=messages.make_header(s, "c")), "", 0.0)
+              for s in (1, 2, 3)]
+    for frame in frames:
+        assert pairing.add_image(frame) is None
+    assert dropped == [1]  # stamp 1 given up
+    assert pairing.add_detections(1, []) is None
+    paired = pairing.add_detections(3, ["box"])
+    assert paired is frames[2] and paired.detections == ["box"]
 
     boxes = [HandBox(0, 0, 1, 1, score=s) for s in (0.2, 0.9, 0.5, 0.7)]
     assert [b.score for b in select_boxes(boxes, 0.4, 2)] == [0.9, 0.7]

@@ -168,12 +168,16 @@ class LatestFrameSlot:
 
 
 class StampPairing:
-    """Pair images with the detections carrying the same stamp (exact time synchronisation)."""
+    """Pair images with the detections carrying the same stamp (exact time synchronisation).
 
-    def __init__(self, capacity: int = 16) -> None:
+    Images still unpaired when ``capacity`` newer ones arrived are given up (``on_drop``).
+    """
+
+    def __init__(self, capacity: int = 16, on_drop: Callable[[], None] | None = None) -> None:
         self._images: OrderedDict[int, Frame] = OrderedDict()
         self._detections: OrderedDict[int, list[HandBox]] = OrderedDict()
         self._capacity = capacity
+        self._on_drop = on_drop
         self._lock = threading.Lock()
 
     def add_image(self, frame: Frame) -> Frame | None:
@@ -181,7 +185,8 @@ class StampPairing:
         with self._lock:
             boxes = self._detections.pop(frame.stamp_ns, None)
             if boxes is None:
-                self._store(self._images, frame.stamp_ns, frame)
+                if self._store(self._images, frame.stamp_ns, frame) and self._on_drop:
+                    self._on_drop()
                 return None
             frame.detections = boxes
             return frame
@@ -196,10 +201,14 @@ class StampPairing:
             frame.detections = boxes
             return frame
 
-    def _store(self, table: OrderedDict, stamp_ns: int, item: Any) -> None:
+    def _store(self, table: OrderedDict, stamp_ns: int, item: Any) -> int:
+        """Add ``item``; return how many old entries were evicted."""
         table[stamp_ns] = item
+        evicted = 0
         while len(table) > self._capacity:
             table.popitem(last=False)
+            evicted += 1
+        return evicted
 
 
 def select_boxes(
@@ -243,7 +252,7 @@ class HandMeshNode:
         self.store = messages.typestore()
         self.stats = NodeStatistics()
         self.slot = LatestFrameSlot(on_drop=self.stats.dropped)
-        self.pairing = StampPairing()
+        self.pairing = StampPairing(on_drop=self.stats.dropped)
         self.intrinsics = IntrinsicsByStamp()
         self.markers = HandMarkerBuilder(
             self.faces,
