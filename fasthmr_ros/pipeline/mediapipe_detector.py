@@ -233,8 +233,7 @@ class MediaPipeHandDetector:
         ``"palm"`` (hand landmark model only), ``"pose"`` (from an arm only, no keypoints) or
         ``"fused"`` (both).
         """
-        if self._hands is None:
-            raise RuntimeError("the detector was closed; create a new MediaPipeHandDetector")
+        self._check_open()
         rgb = as_rgb_uint8(image_rgb)
         palm = self._palm_boxes(self._hands, rgb, offset=(0.0, 0.0), scale=1.0)
         if self._pose is None:
@@ -249,6 +248,18 @@ class MediaPipeHandDetector:
         fused = fuse_hand_boxes(palm, arms, self.arm_match_overlap, self.palm_side_min_score)
         return fused[: self.max_hands]
 
+    def palm_boxes(self, image_rgb: np.ndarray) -> list[HandBox]:
+        """Hands found by the palm detector and hand landmark model alone (for diagnosis)."""
+        self._check_open()
+        return self._palm_boxes(self._hands, as_rgb_uint8(image_rgb), (0.0, 0.0), 1.0)
+
+    def arm_boxes(self, image_rgb: np.ndarray) -> list[HandBox]:
+        """Hand boxes hung on the arms of the pose model alone (for diagnosis)."""
+        self._check_open()
+        if self._pose is None:
+            raise RuntimeError("arm boxes need the pose model: create the detector with use_pose")
+        return self._arm_boxes(as_rgb_uint8(image_rgb))
+
     def close(self) -> None:
         """Release the MediaPipe graphs."""
         for graph in (self._hands, self._pose, self._refiner):
@@ -261,6 +272,10 @@ class MediaPipeHandDetector:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _check_open(self) -> None:
+        if self._hands is None:
+            raise RuntimeError("the detector was closed; create a new MediaPipeHandDetector")
 
     # -- sources ------------------------------------------------------------------------------
 
