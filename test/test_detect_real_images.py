@@ -243,3 +243,31 @@ def test_four_k_frame_gives_the_same_hands_in_its_own_pixels(detector, default_d
     assert len(large) == len(small)
     for a, b in zip(small, large, strict=True):
         assert iou_matrix(a, b)[0, 0] > 0.7
+
+
+def test_video_mode_and_tracker_follow_a_moving_photo(default_detections):
+    from fasthmr_ros.pipeline.mediapipe_detector import MediaPipeHandDetector
+    from fasthmr_ros.pipeline.tracking import HandTracker
+
+    rgb = load_rgb("test1.jpg")
+    still = default_detections["test1.jpg"]
+    tracker = HandTracker(min_hits=3)
+    ids_per_hand: dict[int, set[int]] = {0: set(), 1: set()}
+    with MediaPipeHandDetector(video_mode=True, max_hands=2) as video:
+        for frame in range(12):
+            shift = np.array([8.0 * frame, 3.0 * frame])
+            warp = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+            moved = cv2.warpAffine(rgb, warp, (rgb.shape[1], rgb.shape[0]),
+                                   borderMode=cv2.BORDER_REPLICATE)
+            boxes = video.detect(moved)
+            tracked = tracker.update(boxes)
+            assert len(boxes) == len(still)
+            back = np.stack([b.xyxy - np.tile(shift, 2) for b in boxes])
+            overlap = iou_matrix(np.stack([b.xyxy for b in still]), back)
+            for k, t in enumerate(tracked):
+                ids_per_hand[int(overlap[:, k].argmax())].add(t.track_id)
+                assert overlap[:, k].max() > 0.45  # < 0.1 at the end without the shift
+                assert t.box.side == RIGHT
+            assert all(t.confirmed for t in tracked) is (frame >= 2)
+    assert all(len(ids) == 1 for ids in ids_per_hand.values())
+    assert ids_per_hand[0] != ids_per_hand[1]
