@@ -4,16 +4,43 @@ from __future__ import annotations
 
 import argparse
 
+from fasthmr_ros.cli.main import CommandError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``make-test-assets`` sub-command."""
     parser = subparsers.add_parser(
         "make-test-assets",
-        help="write a random-weights checkpoint (official layout) and synthetic MANO files",
+        help="write random-weights model files in HaMeR's layout (to try the package)",
+        description=(
+            "Write a random-weights checkpoint in the official HaMeR layout "
+            "(DIR/_DATA/hamer_ckpts/checkpoints/hamer.ckpt + model_config.yaml) and a "
+            "synthetic MANO model (DIR/_DATA/data/mano/MANO_RIGHT.pkl). Every command runs on "
+            "them, but the meshes are meaningless: for real results use HaMeR's data download."
+        ),
     )
-    parser.add_argument("dir", help="output folder")
-    parser.set_defaults(func=_run)
+    parser.add_argument("dir", help="output folder (created if missing)")
+    parser.add_argument(
+        "--vit-h",
+        action="store_true",
+        help="full-size ViT-H teacher (2.7 GB file, for benchmarks) instead of a tiny one",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.set_defaults(func=run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+def run(args: argparse.Namespace) -> int:
+    """Write the assets and print where they are."""
+    from fasthmr_ros.models.regressor import SMALL_CONFIG, RegressorConfig
+    from fasthmr_ros.models.test_assets import RANDOM_WEIGHTS_NOTICE, write_test_assets
+
+    config = RegressorConfig() if args.vit_h else SMALL_CONFIG
+    try:
+        assets = write_test_assets(args.dir, config=config, seed=args.seed)
+    except OSError as exc:
+        raise CommandError(f"cannot write test assets to {args.dir}: {exc}") from None
+    print(f"checkpoint: {assets.checkpoint}")
+    print(f"model config: {assets.model_config}")
+    print(f"MANO folder: {assets.mano_dir}")
+    print(f"WARNING: {RANDOM_WEIGHTS_NOTICE}")
+    return 0
