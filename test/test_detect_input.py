@@ -24,6 +24,12 @@ def test_empty_frames_raise_a_clear_error(detector, shape):
         detector.detect(np.zeros(shape, dtype=np.uint8))
 
 
+def test_detector_satisfies_the_pipeline_protocol(detector):
+    from fasthmr_ros.pipeline.box_sources import HandDetector
+
+    assert isinstance(detector, HandDetector)
+
+
 def test_one_pixel_frame_has_no_hands(detector):
     assert detector.detect(np.full((1, 1, 3), 128, dtype=np.uint8)) == []
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from fasthmr_ros.pipeline.hand_fusion import (
@@ -340,8 +341,6 @@ class MediaPipeHandDetector:
 
     def _look_again(self, rgb: np.ndarray, arm: HandBox) -> list[HandBox]:
         """Run the hand landmark model on a crop around an arm box the palm detector missed."""
-        import cv2
-
         height, width = rgb.shape[:2]
         centre = 0.5 * (arm.xyxy[:2] + arm.xyxy[2:])
         half = 0.5 * REFINE_CROP_SCALE * max(arm.x2 - arm.x1, arm.y2 - arm.y1)
