@@ -271,3 +271,16 @@ def test_video_mode_and_tracker_follow_a_moving_photo(default_detections):
             assert all(t.confirmed for t in tracked) is (frame >= 2)
     assert all(len(ids) == 1 for ids in ids_per_hand.values())
     assert ids_per_hand[0] != ids_per_hand[1]
+
+
+def test_looking_again_through_a_crop_finds_a_hand_too_small_for_the_full_frame(detector):
+    # The woman's left hand on her knee is missed on the full frame; when an arm box points at
+    # it, the crop the detector looks at again makes it large enough for the hand models.
+    rgb = load_rgb("test1.jpg")
+    seen = SEEN_HANDS["test1.jpg"][1]
+    full_frame = detector.palm_boxes(rgb)
+    assert iou_matrix(np.array([seen.box]), np.stack([b.xyxy for b in full_frame])).max() < 0.1
+    arm = HandBox(*seen.box, side=LEFT, score=0.9, source="pose")
+    (found,) = detector._look_again(rgb, arm)
+    assert iou_matrix(np.array([seen.box]), found.xyxy)[0, 0] > 0.5
+    assert found.side == LEFT and found.keypoints_2d is not None
