@@ -63,6 +63,12 @@ _BUILTIN_MODULES: dict[str, str] = {
     "onnxruntime": "fasthmr_ros.engines.onnxruntime_engine",
     "tensorrt": "fasthmr_ros.engines.tensorrt",
 }
+# What to install for each built-in engine's optional dependency.
+_INSTALL_HINTS: dict[str, str] = {
+    "onnxruntime": "install it with 'pip install onnx onnxruntime' (or onnxruntime-gpu) ",
+    "tensorrt": "install TensorRT's Python bindings (python3-libnvinfer on JetPack, "
+    "'pip install tensorrt' on x86) ",
+}
 
 
 class EngineError(ValueError):
@@ -108,12 +114,19 @@ def available_engines() -> tuple[str, ...]:
 
 def _factory(engine: str) -> EngineFactory:
     if engine not in _FACTORIES and engine in _BUILTIN_MODULES:
+        module = _BUILTIN_MODULES[engine]
         try:
-            importlib.import_module(_BUILTIN_MODULES[engine])
+            importlib.import_module(module)
         except ImportError as exc:
+            if getattr(exc, "name", None) == module:
+                raise EngineError(
+                    f"engine '{engine}' is not part of this installation ({module} is missing); "
+                    "use engine='torch' or 'onnxruntime'."
+                ) from None
             raise EngineError(
-                f"engine '{engine}' needs a package that is not installed ({exc}); install it "
-                f"(e.g. 'pip install fasthmr_ros[onnx]' for onnxruntime) or use engine='torch'."
+                f"engine '{engine}' needs the Python package '{getattr(exc, 'name', exc)}', "
+                f"which is not installed ({exc}); {_INSTALL_HINTS.get(engine, '')}"
+                "or use engine='torch'."
             ) from None
     if engine not in _FACTORIES:
         raise EngineError(
