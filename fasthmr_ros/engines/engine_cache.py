@@ -10,20 +10,23 @@ deserialized (a truncated write, a foreign file, bit rot: TensorRT returns ``Non
 is deleted with a warning and rebuilt. Writes go to a temporary file that replaces the target
 in one step, so an interrupted build never leaves a half-written engine behind.
 
-The cache folder defaults to ``$XDG_CACHE_HOME/fasthmr_ros/engines`` (``~/.cache/...`` when
-``XDG_CACHE_HOME`` is unset). Timing caches (TensorRT's kernel measurements, reusable across
-models on one GPU and TensorRT version) live in the same folder.
+The cache folder defaults to ``~/.cache/fasthmr_ros/engines`` (``$XDG_CACHE_HOME`` replaces
+``~/.cache``; ``$FASTHMR_CACHE`` replaces the whole package root). Timing caches (TensorRT's
+kernel measurements, reusable across models on one GPU and TensorRT version) live in the same
+folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -39,11 +42,16 @@ _CHUNK = 1 << 22
 T = TypeVar("T")
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/fasthmr_ros/engines``, or ``~/.cache/fasthmr_ros/engines``."""
-    base = os.environ.get("XDG_CACHE_HOME") or ""
-    root = Path(base) if base.strip() and Path(base).is_absolute() else Path.home() / ".cache"
-    return root / "fasthmr_ros" / "engines"
+def default_engine_dir() -> Path:
+    """``engines`` in the package cache root: ``~/.cache/fasthmr_ros/engines`` by default.
+
+    The root honours ``$FASTHMR_CACHE`` and ``$XDG_CACHE_HOME`` (see
+    :func:`fasthmr_ros.engines.onnx_export.default_cache_dir`); exported ONNX graphs live in
+    ``onnx`` beside it.
+    """
+    from fasthmr_ros.engines.onnx_export import default_cache_dir
+
+    return default_cache_dir() / "engines"
 
 
 def _update_with_file(digest: hashlib._Hash, path: Path) -> None:
@@ -74,18 +82,32 @@ def onnx_external_data_files(onnx_path: str | os.PathLike) -> list[Path]:
     return [base / location for location in sorted(locations)]
 
 
+_HASH_MEMO: dict[tuple, str] = {}
+
+
+def _file_state(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
 def hash_onnx_model(onnx_path: str | os.PathLike) -> str:
     """SHA-256 (hex) of an ONNX model: the graph file's bytes and its external data files.
 
-    The hash does not depend on the file's name or folder, only on its content.
+    The hash does not depend on the file's name or folder, only on its content. Within one
+    process the result is remembered while the files' sizes and modification times stay the
+    same (hashing the 2.5 GB fp32 ViT-H takes seconds).
     """
     path = Path(onnx_path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX file {path} does not exist; export one first "
                                 "('fasthmr export onnx').")
+    data_files = onnx_external_data_files(path)
+    state = tuple(_file_state(p) for p in [path, *data_files] if p.is_file())
+    if state in _HASH_MEMO:
+        return _HASH_MEMO[state]
     digest = hashlib.sha256()
     _update_with_file(digest, path)
-    for data_file in onnx_external_data_files(path):
+    for data_file in data_files:
         if not data_file.is_file():
             raise FileNotFoundError(
                 f"ONNX file {path} keeps weights in {data_file.name}, which is missing; keep the "
@@ -93,7 +115,8 @@ def hash_onnx_model(onnx_path: str | os.PathLike) -> str:
             )
         digest.update(f"\0external:{data_file.name}\0".encode())
         _update_with_file(digest, data_file)
-    return digest.hexdigest()
+    _HASH_MEMO[state] = digest.hexdigest()
+    return _HASH_MEMO[state]
 
 
 def slug(text: str) -> str:
@@ -189,12 +212,12 @@ class EngineCache:
 
     Args:
         directory: the cache folder (created when first written); default
-            :func:`default_cache_dir`.
+            :func:`default_engine_dir`.
 
     """
 
     def __init__(self, directory: str | os.PathLike | None = None) -> None:
-        self.directory = Path(directory).expanduser() if directory else default_cache_dir()
+        self.directory = Path(directory).expanduser() if directory else default_engine_dir()
 
     def engine_path(self, key: EngineCacheKey) -> Path:
         """Where the engine for ``key`` lives."""
@@ -209,6 +232,18 @@ class EngineCache:
 
     def _metadata_path(self, engine_path: Path) -> Path:
         return engine_path.with_suffix(".json")
+
+    @contextlib.contextmanager
+    def _locked(self, key: EngineCacheKey) -> Iterator[None]:
+        """Hold an exclusive lock on ``key``'s engine (other processes wait, then load it)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        lock_path = self.engine_path(key).with_suffix(".lock")
+        with open(lock_path, "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def remove(self, key: EngineCacheKey) -> bool:
         """Delete the engine (and its metadata) for ``key``; True if a file was removed."""
@@ -260,10 +295,24 @@ class EngineCache:
             force_rebuild: delete any cached engine first.
             source: where the model came from, recorded in the metadata file.
 
+        Two processes asking for the same key build it once: the second waits for the first
+        (a file lock beside the engine) and then loads the result.
+
         Raises:
             CorruptEngineError: when the bytes just built cannot be deserialized.
 
         """
+        with self._locked(key):
+            return self._load_or_build(key, build, deserialize, force_rebuild, source)
+
+    def _load_or_build(
+        self,
+        key: EngineCacheKey,
+        build: Callable[[], bytes | memoryview],
+        deserialize: Callable[[bytes], T | None],
+        force_rebuild: bool,
+        source: str,
+    ) -> CachedEngine[T]:
         path = self.engine_path(key)
         if force_rebuild and self.remove(key):
             LOGGER.info("removed cached engine %s (rebuild requested)", path)
