@@ -13,15 +13,12 @@ pickles) that this package and ``smplx`` (``ext='npz'``) both load.
 from __future__ import annotations
 
 import _compat_pickle
-import contextlib
 import io
 import logging
 import os
 import pickle
-import sys
-import types
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +32,7 @@ from fasthmr_ros.models.constants import (
     NUM_MANO_JOINTS,
     NUM_VERTICES,
 )
+from fasthmr_ros.models.pickle_names import pickled_under
 
 _log = logging.getLogger(__name__)
 
@@ -260,8 +258,13 @@ def _plain_arrays(raw: Mapping[Any, Any], source: Path) -> dict[str, np.ndarray]
     return arrays
 
 
-def _check_mano_arrays(arrays: Mapping[str, np.ndarray], source: Path) -> dict[str, np.ndarray]:
-    """Validate required keys, shapes and values; normalise integer arrays to int64."""
+def check_mano_arrays(
+    arrays: Mapping[str, np.ndarray], source: str | os.PathLike[str]
+) -> dict[str, np.ndarray]:
+    """Validate required keys, shapes and values; normalise integer arrays to int64.
+
+    Raises ``ValueError`` listing every missing, misshapen or invalid array of ``source``.
+    """
     problems = [f"'{key}' is missing" for key in REQUIRED_SHAPES if key not in arrays]
     for key, shape in REQUIRED_SHAPES.items():
         array = arrays.get(key)
@@ -347,7 +350,7 @@ def load_mano_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     if not magic:
         raise ValueError(f"{path} is empty, not a MANO file")
     arrays = _read_npz(path) if magic == _ZIP_MAGIC else _read_pickle(path)
-    return _check_mano_arrays(arrays, path)
+    return check_mano_arrays(arrays, path)
 
 
 def find_mano_file(mano_dir: str | os.PathLike[str]) -> Path:
@@ -476,32 +479,14 @@ def make_synthetic_mano(seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-@contextlib.contextmanager
-def _chumpy_ch_registered() -> Iterator[type]:
-    """Temporarily expose a minimal ``chumpy.ch.Ch`` so pickle writes that global name."""
+class _Ch:
+    """Pickles like chumpy's plain ``Ch``: class global plus its ``__dict__`` as state."""
 
-    class Ch:
-        """Pickles like chumpy's plain ``Ch``: class global plus its ``__dict__`` as state."""
-
-        def __init__(self, x: np.ndarray) -> None:
-            self.__dict__.update(
-                x=x, _dirty_vars={"x"}, _itr=None, _make_dense=False, _make_sparse=False,
-                _depends_on_deps={},
-            )
-
-    Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"
-    package, module = types.ModuleType("chumpy"), types.ModuleType("chumpy.ch")
-    module.Ch, package.ch = Ch, module
-    saved = {name: sys.modules.get(name) for name in ("chumpy", "chumpy.ch")}
-    sys.modules.update({"chumpy": package, "chumpy.ch": module})
-    try:
-        yield Ch
-    finally:
-        for name, previous in saved.items():
-            if previous is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = previous
+    def __init__(self, x: np.ndarray) -> None:
+        self.__dict__.update(
+            x=x, _dirty_vars={"x"}, _itr=None, _make_dense=False, _make_sparse=False,
+            _depends_on_deps={},
+        )
 
 
 def write_synthetic_mano(
@@ -530,9 +515,9 @@ def write_synthetic_mano(
         return path
     from scipy import sparse
 
-    with _chumpy_ch_registered() as Ch:
+    with pickled_under("chumpy.ch", Ch=_Ch):
         content: dict[str, Any] = dict(arrays)
-        content.update((key, Ch(arrays[key])) for key in ("v_template", "shapedirs", "J"))
+        content.update((key, _Ch(arrays[key])) for key in ("v_template", "shapedirs", "J"))
         content["J_regressor"] = sparse.csc_matrix(arrays["J_regressor"])
         content.update(bs_style="lbs", bs_type="lrotmin")
         with path.open("wb") as file:
