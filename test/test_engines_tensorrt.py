@@ -49,6 +49,7 @@ from fasthmr_ros.engines.tensorrt import (
     settings_from_options,
 )
 from fasthmr_ros.engines.tensorrt_build import (
+    TENSORRT_LOG_LEVELS,
     BatchProfile,
     BuildProgress,
     elapsed_spinner,
@@ -149,6 +150,23 @@ def test_plan_rejects_what_a_version_cannot_do():
         plan_build("10.3.0", "int8")
 
 
+def test_import_checks_the_installed_version(monkeypatch):
+    from fasthmr_ros.engines.tensorrt_build import TensorRTUnavailableError, import_tensorrt
+
+    old = types.ModuleType("tensorrt")
+    old.__version__ = "8.5.2.2"  # JetPack 5.1: no longer supported
+    monkeypatch.setitem(sys.modules, "tensorrt", old)
+    with pytest.raises(TensorRTUnavailableError, match="too old.*JetPack 6.0"):
+        import_tensorrt()
+    current = types.ModuleType("tensorrt")
+    current.__version__ = "10.3.0"
+    monkeypatch.setitem(sys.modules, "tensorrt", current)
+    assert import_tensorrt() is current
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt raises ImportError
+    with pytest.raises(TensorRTUnavailableError, match="pip install tensorrt"):
+        import_tensorrt()
+
+
 def _flag_enum(**members: int) -> types.SimpleNamespace:
     """A stand-in for ``tensorrt`` holding only the network creation flags a version has."""
     return types.SimpleNamespace(NetworkDefinitionCreationFlag=types.SimpleNamespace(**members))
@@ -238,13 +256,14 @@ def test_cache_key_is_stable():
     assert _key().digest() == _key().digest()
     assert _key().file_stem == _key().file_stem
     assert _key().file_stem.startswith("fp16-nvidia-h200-trt10.3.0-")
-    # Independent of hash randomisation and of the process: same digest in a fresh
-    # interpreter with another hash seed.
+    # Independent of hash randomisation and of the process: the same key built in a fresh
+    # interpreter with another hash seed has the same digest.
+    key = _key()
     code = (
-        "from fasthmr_ros.engines.tensorrt import engine_cache_key, settings_from_options\n"
-        "from fasthmr_ros.engines.tensorrt_versions import plan_build\n"
-        "print(engine_cache_key('a' * 64, '10.3.0', 'NVIDIA H200', '9.0',\n"
-        "      settings_from_options('fp16', {}), plan_build('10.3.0', 'fp16')).digest())\n"
+        "from fasthmr_ros.engines.engine_cache import EngineCacheKey\n"
+        f"print(EngineCacheKey({key.model_sha256!r}, {key.tensorrt_version!r}, "
+        f"{key.gpu_name!r}, {key.compute_capability!r}, {key.precision!r}, "
+        f"{key.input_shapes!r}, {tuple(reversed(key.build_options))!r}).digest())\n"
     )
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(root)}
@@ -488,6 +507,12 @@ def test_elapsed_spinner_stops_its_thread():
 # --------------------------------------------------------------------------- engine I/O, factory
 
 
+def test_tensorrt_log_levels():
+    assert TENSORRT_LOG_LEVELS["ERROR"] == logging.ERROR
+    assert TENSORRT_LOG_LEVELS["WARNING"] == logging.WARNING
+    assert TENSORRT_LOG_LEVELS["INFO"] < logging.INFO  # TensorRT's INFO is build chatter
+
+
 def test_engine_io_check():
     check_engine_io([NETWORK_INPUT], list(reversed(NETWORK_OUTPUTS)))
     with pytest.raises(EngineError, match="fasthmr export onnx"):
@@ -562,6 +587,23 @@ def test_fp16_network_matches_fp32_in_onnxruntime(network_onnx, fp16_network):
         error = np.abs(low - ref).max()
         assert error <= 2e-2 * max(1.0, np.abs(ref).max()), (name, error)
         assert error > 0, name  # it really computed in fp16
+
+
+def test_large_networks_convert_through_external_data(hand_regressor, tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    import fasthmr_ros.engines.onnx_precision as onnx_precision
+
+    source = export_onnx(hand_regressor, tmp_path / "src" / "net.onnx", external_data=True)
+    monkeypatch.setattr(onnx_precision, "EXTERNAL_DATA_THRESHOLD", 0)
+    target = tmp_path / "out" / "net-fp16.onnx"
+    convert_onnx_precision(source, target, "fp16")
+    data_file = target.with_name(target.name + ".data")
+    assert data_file.is_file() and data_file.stat().st_size > target.stat().st_size
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    crops = np.zeros((1, 3, 256, 256), np.float32)
+    outputs = session.run(list(NETWORK_OUTPUTS), {NETWORK_INPUT: crops})
+    assert all(np.isfinite(o).all() for o in outputs)
 
 
 def test_bf16_network_types(network_onnx, tmp_path):

@@ -75,7 +75,11 @@ OPTIONS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class TensorRTSettings:
-    """What to build: precision, batch profile and builder workspace."""
+    """What to build: precision, batch profile and builder workspace.
+
+    fp32 engines may use TF32 tensor cores on Ampere and newer GPUs (TensorRT's default), so
+    they match PyTorch to about 1e-3 relative, not bit for bit.
+    """
 
     precision: str = "fp16"
     profile: BatchProfile = field(default_factory=BatchProfile)

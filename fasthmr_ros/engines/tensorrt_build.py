@@ -84,13 +84,15 @@ class BatchProfile:
     """The optimisation profile over the batch axis: batches 1..``max_batch``, tuned at ``opt``.
 
     TensorRT picks each layer's kernels for the ``opt`` shape and runs every batch in range
-    with them. The default ``opt_batch=4`` tunes for the compute-bound regime: for the ViT-H
-    teacher (1.3 GB of fp16 weights, each weight used 192 times per crop, about 190 FLOP per
-    byte) a single crop is bound by weight bandwidth on Jetson Orin (ridge point about 400
-    FLOP/byte), so its time hardly depends on the kernel choice, while batches of 4 to 8 are
-    compute-bound, where kernels tuned for the shape matter, and where the tighter target lies
-    (eight crops in 6 ms against one in 4 ms). Latency-only deployments that never batch can
-    build with ``opt_batch=1``. Batches above ``max_batch`` are run in chunks.
+    with them. The default ``opt_batch=4`` favours batched throughput, where the tighter GPU
+    target lies (eight crops in 6 ms, 0.75 ms per crop, against 4 ms for one) and where kernels
+    tuned for the shape pay most: batches of 2 to 8 are compute-bound, while one crop of the
+    ViT-H teacher (about 250 GFLOP over 1.3 GB of fp16 weights, about 190 FLOP per weight
+    byte) sits near the ridge point of Jetson Orin (about 150 to 210 FLOP per byte of memory
+    bandwidth, Orin Nano to AGX Orin), so its time is bounded by weight traffic and launch
+    latency as much as by kernel choice. Deployments that only ever run one crop can build
+    with ``opt_batch=1``; ``fasthmr bench`` measures the difference. Batches above
+    ``max_batch`` run in chunks.
     """
 
     opt_batch: int = 4
