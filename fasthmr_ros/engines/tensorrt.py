@@ -177,6 +177,11 @@ def cuda_device(device: str | torch.device) -> torch.device:
             f"TensorRT runs on NVIDIA GPUs only, not on {device!r}; use device='cuda:0', or "
             "engine='onnxruntime' / engine='torch' on a CPU."
         )
+    if not torch.cuda.is_available():
+        raise EngineError(
+            f"TensorRT needs a CUDA GPU, but CUDA is not available here (device {device!r}); "
+            "use engine='onnxruntime' or engine='torch' with device='cpu'."
+        )
     return parse_device(parsed)
 
 
