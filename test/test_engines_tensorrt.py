@@ -699,6 +699,16 @@ def test_cli_argument_errors(capsys, tmp_path, network_onnx):
     assert code == 2 and "--opt-batch" in err
     code, _, err = _cli(capsys, "--onnx", str(network_onnx), "--max-batch", "0")
     assert code == 2 and "batch" in err
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x08\x07garbage" * 10)
+    code, _, err = _cli(capsys, "--onnx", str(garbage))
+    assert code == 2 and "garbage.onnx" in err and "fasthmr export onnx" in err
+    other = tmp_path / "other.onnx"
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    onnx.save(_tiny_model([helper.make_node("Relu", ["x"], ["y"])], [], [x],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]), other)
+    code, _, err = _cli(capsys, "--onnx", str(other))
+    assert code == 2 and "not a fasthmr network graph" in err
     with pytest.raises(SystemExit):
         main(["engine", "build", "--onnx", str(network_onnx), "--precision", "int8"])
     assert "invalid choice" in capsys.readouterr().err

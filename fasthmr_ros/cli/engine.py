@@ -77,13 +77,27 @@ def _settings(args: argparse.Namespace) -> object:
         raise CommandError(f"{exc} (--max-batch, --opt-batch, --workspace-gib)") from None
 
 
+def _checked_graph(path: str) -> Path:
+    """``path`` if it holds this package's network graph, else a :class:`CommandError`."""
+    from fasthmr_ros.engines.base import EngineError
+    from fasthmr_ros.engines.onnx_export import check_graph_signature
+
+    try:
+        check_graph_signature(path)
+    except EngineError as exc:
+        raise CommandError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - protobuf raises its own errors for non-ONNX files
+        raise CommandError(f"{path} is not a readable ONNX file ({type(exc).__name__}: {exc}); "
+                           "write it with 'fasthmr export onnx'.") from None
+    return Path(path)
+
+
 def _onnx_graph(args: argparse.Namespace, cache_dir: str | None) -> Path:
     """The graph to build from: --onnx as is, or the checkpoint's network exported."""
     from fasthmr_ros import load_hand_regressor
     from fasthmr_ros.engines.base import EngineError
     from fasthmr_ros.engines.onnx_export import (
         cached_export,
-        check_graph_signature,
         export_onnx,
         fingerprint,
         read_metadata,
@@ -91,11 +105,7 @@ def _onnx_graph(args: argparse.Namespace, cache_dir: str | None) -> Path:
     from fasthmr_ros.models.checkpoint import CheckpointError
 
     if args.checkpoint is None:
-        try:
-            check_graph_signature(args.onnx)
-        except EngineError as exc:
-            raise CommandError(str(exc)) from None
-        return Path(args.onnx)
+        return _checked_graph(args.onnx)
     try:
         regressor = load_hand_regressor(args.checkpoint, mano_dir=args.mano_dir)
     except (CheckpointError, ValueError, OSError) as exc:
@@ -127,6 +137,8 @@ def run_build(args: argparse.Namespace) -> int:
         raise CommandError(f"ONNX file {args.onnx} does not exist; write it with 'fasthmr "
                            "export onnx' or pass --checkpoint.")
     settings = _settings(args)
+    if args.checkpoint is None:
+        _checked_graph(args.onnx)  # before TensorRT: a wrong file is the first thing to fix
 
     from fasthmr_ros.engines.base import EngineError
     from fasthmr_ros.engines.tensorrt import cuda_device, load_or_build_engine

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from fasthmr_ros.engines.base import EngineError
+
 LOGGER = logging.getLogger(__name__)
 
 #: Bump when the cache layout or the meaning of a key field changes.
@@ -184,7 +186,7 @@ class CachedEngine(Generic[T]):
     built: bool
 
 
-class CorruptEngineError(RuntimeError):
+class CorruptEngineError(EngineError):
     """A freshly built engine could not be deserialized (a builder or runtime fault)."""
 
 

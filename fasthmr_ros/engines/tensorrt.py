@@ -215,8 +215,11 @@ def load_or_build_engine(
     plan = plan_build(trt.__version__, settings.precision,
                       has_builder_flag=lambda name: hasattr(trt.BuilderFlag, name))
     gpu_name, capability = gpu_identity(device)
-    key = engine_cache_key(hash_onnx_model(onnx_path), trt.__version__, gpu_name, capability,
-                           settings, plan)
+    try:
+        model_sha256 = hash_onnx_model(onnx_path)
+    except (OSError, ValueError) as exc:
+        raise EngineError(str(exc)) from None
+    key = engine_cache_key(model_sha256, trt.__version__, gpu_name, capability, settings, plan)
     cache = EngineCache(engine_dir(cache_dir))
     timing_cache = cache.timing_cache_path(trt.__version__, gpu_name, capability)
 

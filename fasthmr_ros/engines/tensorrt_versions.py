@@ -40,6 +40,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fasthmr_ros.engines.base import EngineError
+
 #: Oldest TensorRT the engine code supports (JetPack 6.0).
 MIN_TENSORRT = (8, 6)
 #: Precisions a TensorRT engine can be built for.
@@ -64,7 +66,7 @@ _VERSION_PATTERN = re.compile(
 )
 
 
-class UnsupportedTensorRTError(RuntimeError):
+class UnsupportedTensorRTError(EngineError):
     """The installed TensorRT (or the precision asked of it) is not supported."""
 
 
