@@ -725,8 +725,15 @@ def test_cli_without_tensorrt_says_how_to_install(capsys, network_onnx, tmp_path
 # --------------------------------------------------------------------------- real TensorRT
 
 
-@pytest.mark.skipif(not HAS_TENSORRT, reason="needs the 'tensorrt' package (not installed)")
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none available)")
+MISSING_FOR_REAL_BUILD = ", ".join(
+    what for what, present in (("the 'tensorrt' package", HAS_TENSORRT),
+                               ("a CUDA GPU", HAS_CUDA)) if not present
+)
+
+
+@pytest.mark.skipif(bool(MISSING_FOR_REAL_BUILD),
+                    reason=f"a real TensorRT build needs what is missing here: "
+                    f"{MISSING_FOR_REAL_BUILD}")
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_real_engine_build_and_run(hand_regressor, tmp_path, caplog, capsys, precision,
                                    network_onnx):
