@@ -56,6 +56,11 @@ def write_input_bag(path, frames: int = 4, storage=StoragePlugin.MCAP, compresse
     return stamps
 
 
+def model_args(assets) -> list[str]:
+    """Random-weights model; each image is one hand (the pictures are not of hands)."""
+    return ["--param", f"checkpoint={assets.checkpoint}", "--param", "detector=full_frame"]
+
+
 def read_bag(path):
     out: dict[str, list] = {}
     with Reader(path) as reader:
@@ -70,8 +75,8 @@ def read_bag(path):
 def test_bag_to_single_mcap_file(tmp_path, test_assets, capsys):
     stamps = write_input_bag(tmp_path / "in", frames=4, bad_frame=2)
     output = tmp_path / "hands.mcap"
-    status = main(["bag", "hands", str(tmp_path / "in"), str(output), "--param",
-                   f"checkpoint={test_assets.checkpoint}", "--param", "publish_tf=true"])
+    status = main(["bag", "hands", str(tmp_path / "in"), str(output), *model_args(test_assets),
+                   "--param", "publish_tf=true"])
     assert status == 0
     assert output.is_file() and not (tmp_path / "hands.mcap.bag-tmp").exists()
     assert "3 of 4 images processed, 1 messages rejected" in capsys.readouterr().out
@@ -101,7 +106,7 @@ def test_sqlite3_bag_to_folder_with_inputs(tmp_path, test_assets):
     write_input_bag(tmp_path / "in", frames=2, storage=StoragePlugin.SQLITE3)
     output = tmp_path / "out"
     assert main(["bag", "hands", str(tmp_path / "in"), str(output), "--storage", "sqlite3",
-                 "--copy-inputs", "--param", f"checkpoint={test_assets.checkpoint}",
+                 "--copy-inputs", *model_args(test_assets),
                  "--param", "publish_markers=false"]) == 0
     assert (output / "metadata.yaml").is_file() and list(output.glob("*.db3"))
     out, _, _ = read_bag(output)
@@ -113,16 +118,15 @@ def test_sqlite3_bag_to_folder_with_inputs(tmp_path, test_assets):
 def test_compressed_bag(tmp_path, test_assets):
     write_input_bag(tmp_path / "in", frames=2, compressed=True)
     output = tmp_path / "out.mcap"
-    assert main(["bag", "hands", str(tmp_path / "in"), str(output), "--param",
-                 f"checkpoint={test_assets.checkpoint}", "--param",
-                 "image_transport=compressed"]) == 0
+    assert main(["bag", "hands", str(tmp_path / "in"), str(output), *model_args(test_assets),
+                 "--param", "image_transport=compressed"]) == 0
     out, _, _ = read_bag(output)
     assert len(out["/hands"]) == 2
 
 
 def test_bag_errors(tmp_path, test_assets, capsys):
     write_input_bag(tmp_path / "in", frames=1)
-    args = ["--param", f"checkpoint={test_assets.checkpoint}"]
+    args = model_args(test_assets)
     assert main(["bag", "hands", str(tmp_path / "missing"), str(tmp_path / "o.mcap"),
                  *args]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -246,11 +246,11 @@ def test_statistics_and_diagnostics():
     assert snap.latency_median_ms == pytest.approx(20.0)
     assert snap.latency_p95_ms == pytest.approx(30.0)
     msg = diagnostic_array(HEADER, "hand_mesh_node: pipeline", "cpu", snap,
-                           extra={"engine": "pytorch"})
+                           extra={"engine": "torch"})
     status = msg.status[0]
     values = {kv.key: kv.value for kv in status.values}
     assert status.level == status_cls.OK and status.hardware_id == "cpu"
-    assert values["frames_dropped"] == "10" and values["engine"] == "pytorch"
+    assert values["frames_dropped"] == "10" and values["engine"] == "torch"
     assert float(values["latency_p95_ms"]) >= float(values["latency_median_ms"]) > 0
     stale = diagnostic_array(HEADER, "n", "cpu", stats.snapshot(30.0))
     assert stale.status[0].level == status_cls.WARN and "no image" in stale.status[0].message

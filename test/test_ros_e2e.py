@@ -104,7 +104,8 @@ def _node_process(env, assets, *extra) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "fasthmr_ros.cli.main", "node", "hands", "--transport", "dds",
          "--namespace", NAMESPACE, "--params", str(ROOT / "config" / "hands.yaml"),
-         "--param", f"checkpoint={assets.checkpoint}", "--duration", "120", *extra],
+         "--param", f"checkpoint={assets.checkpoint}", "--param", "detector=full_frame",
+         "--duration", "120", *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 

@@ -44,7 +44,8 @@ class Harness:
     def __init__(self, assets, overrides: dict, namespace: str = "/", remaps=()) -> None:
         self.domain = random_domain_id()
         params = ParameterSet()
-        params.initialize({"checkpoint": str(assets.checkpoint), **overrides})
+        params.initialize({"checkpoint": str(assets.checkpoint), "detector": "full_frame",
+                           **overrides})
         self.node_transport = DdsTransport("hand_mesh_node", namespace, remaps,
                                            domain_id=self.domain)
         self.node: HandMeshNode = create_hand_node(self.node_transport, params)
@@ -159,7 +160,7 @@ def test_outputs_carry_the_image_stamp_and_frame(harness, rgb):
     h.node.publish_diagnostics()
     assert h.out.wait_for(lambda: h.out.count("/diagnostics") >= 1, 10)
     values = {kv.key: kv.value for kv in h.outputs("/diagnostics")[-1].status[0].values}
-    assert values["frames_processed"] == "1" and values["engine"] == "pytorch"
+    assert values["frames_processed"] == "1" and values["engine"] == "torch"
 
 
 def test_latest_frame_wins_and_drops_are_counted(harness, rgb):
@@ -345,3 +346,23 @@ def test_latest_frame_slot_and_box_selection():
 
     boxes = [HandBox(0, 0, 1, 1, score=s) for s in (0.2, 0.9, 0.5, 0.7)]
     assert [b.score for b in select_boxes(boxes, 0.4, 2)] == [0.9, 0.7]
+
+
+def test_default_mediapipe_detector_finds_hands_in_a_photo(harness):
+    from ros_test_support import PHOTO
+
+    if not PHOTO.exists():
+        pytest.skip(f"the real photograph {PHOTO} is not available on this machine")
+    pytest.importorskip("mediapipe", reason="the default detector needs mediapipe")
+    photo = sample_rgb(640, 480)
+    h = harness({"detector": "mediapipe", "publish_markers": False, "max_hands": 4})
+    h.send_frame(photo, 51, intrinsics=None)
+    h.wait_received(1)
+    assert h.node.spin_once(30.0)
+    assert h.out.wait_for(lambda: h.out.count("hands") == 1, 10)
+    hands = h.outputs("hands")[0].hands
+    assert 1 <= len(hands) <= 4
+    for hand in hands:
+        x1, y1, x2, y2 = hand.box
+        assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 480
+        assert 0.0 < hand.score <= 1.0 and hand.side in (0, 1)

@@ -64,7 +64,7 @@ def test_invalid_runtime_values_are_rejected_with_a_reason(name, value, reason):
 
 @pytest.mark.parametrize("name,value,reason", [
     ("device", "gpu", "cpu', 'cuda' or 'cuda:N"),
-    ("detector", "yolo", "must be one of full_frame, external"),
+    ("detector", "yolo", "must be one of mediapipe, external, full_frame"),
     ("image_transport", "theora", "must be one of raw, compressed"),
 ])
 def test_invalid_startup_values(name, value, reason):
@@ -169,7 +169,7 @@ def test_descriptor_fields_build_a_real_parameter_descriptor():
     assert by_name["checkpoint"].read_only and by_name["checkpoint"].type == ptype.PARAMETER_STRING
     assert by_name["intrinsics"].type == ptype.PARAMETER_DOUBLE_ARRAY
     assert by_name["publish_tf"].type == ptype.PARAMETER_BOOL
-    assert "one of: full_frame, external" in by_name["detector"].additional_constraints
+    assert "one of: mediapipe, external, full_frame" in by_name["detector"].additional_constraints
 
 
 def test_changes_for_node_keeps_own_parameters_as_plain_values():

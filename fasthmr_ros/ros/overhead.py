@@ -82,7 +82,9 @@ def measure_node_overhead(
 
             checkpoint = str(write_test_assets(Path(scratch)).checkpoint)
         params = ParameterSet()
-        params.initialize({"checkpoint": checkpoint, **(overrides or {})})
+        # The boxes come from FixedBoxes below (no detector model is loaded or timed).
+        params.initialize({"checkpoint": checkpoint, "detector": "full_frame",
+                           **(overrides or {})})
         pipeline, faces = build_pipeline(params)
         rgb = image if image is not None else _gradient(width, height)
         height, width = rgb.shape[:2]

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from fasthmr_ros.engines.base import ENGINES, PRECISIONS
+
 BOOL = "bool"
 INTEGER = "integer"
 DOUBLE = "double"
@@ -133,10 +135,8 @@ def _check_intrinsics(value: list[float]) -> str | None:
     return None
 
 
-#: Values of the ``detector`` parameter this build provides.
-DETECTORS: tuple[str, ...] = ("full_frame", "external")
-#: Values of the ``engine`` parameter this build provides.
-ENGINES: tuple[str, ...] = ("pytorch",)
+#: Values of the ``detector`` parameter.
+DETECTORS: tuple[str, ...] = ("mediapipe", "external", "full_frame")
 
 HAND_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("checkpoint", STRING, "", "HaMeR checkpoint (hamer.ckpt, or its _DATA or "
@@ -145,11 +145,20 @@ HAND_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
                   "buffers stored in the checkpoint", read_only=True),
     ParameterSpec("device", STRING, "cpu", "torch device: cpu, cuda or cuda:N", read_only=True,
                   check=_check_device),
-    ParameterSpec("engine", STRING, "pytorch", "inference engine", read_only=True,
-                  choices=ENGINES),
-    ParameterSpec("detector", STRING, "full_frame", "where hand boxes come from: full_frame "
-                  "(whole image as one hand), external (HandDetectionArray on hand_detections, "
-                  "same stamps as the images)", read_only=True, choices=DETECTORS),
+    ParameterSpec("engine", STRING, "torch", "inference engine: torch, onnxruntime or "
+                  "tensorrt (built on first use and cached)", read_only=True, choices=ENGINES),
+    ParameterSpec("precision", STRING, "fp32", "network precision (fp16 and bf16 need a GPU)",
+                  read_only=True, choices=PRECISIONS),
+    ParameterSpec("engine_cache_dir", STRING, "", "where onnxruntime and tensorrt engines are "
+                  "cached; empty: ~/.cache/fasthmr_ros", read_only=True),
+    ParameterSpec("detector", STRING, "mediapipe", "where hand boxes come from: mediapipe "
+                  "(hands + pose, bundled models), external (HandDetectionArray on "
+                  "hand_detections, same stamps as the images), full_frame (each image is one "
+                  "hand crop)", read_only=True, choices=DETECTORS),
+    ParameterSpec("detector_confidence", DOUBLE, 0.5, "mediapipe: palm detection score "
+                  "threshold", read_only=True, value_range=(0.0, 1.0)),
+    ParameterSpec("detector_use_pose", BOOL, True, "mediapipe: also find hands from the arms "
+                  "of the pose model (more robust, slower)", read_only=True),
     ParameterSpec("full_frame_side", STRING, "right", "side of the hand filling each image "
                   "with detector full_frame", read_only=True, choices=("right", "left")),
     ParameterSpec("image_transport", STRING, "raw", "raw: subscribe image (sensor_msgs/Image); "
