@@ -203,7 +203,19 @@ def test_node_script_without_ros_explains_what_to_do():
     except ImportError:
         pass
     assert result.returncode == 2
-    assert "transport dds" in result.stdout
+    assert "transport dds" in result.stderr
+
+
+def test_rclpy_transport_without_ros_is_a_clear_command_error(capsys):
+    try:
+        import rclpy  # noqa: F401
+        pytest.skip("rclpy is installed: the command would start a real node")
+    except ImportError:
+        pass
+    from fasthmr_ros.cli.main import main
+
+    assert main(["node", "hands", "--transport", "rclpy"]) == 2
+    assert "source /opt/ros/<distro>/setup.bash" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ names

@@ -109,8 +109,13 @@ def run_hands(args: argparse.Namespace) -> int:
     from fasthmr_ros.ros.parameters import ParameterError
 
     if args.transport == "rclpy":
+        import importlib.util
+
+        from fasthmr_ros.ros.rclpy_transport import RCLPY_MISSING
         from fasthmr_ros.ros.rclpy_transport import main as rclpy_main
 
+        if importlib.util.find_spec("rclpy") is None:
+            raise CommandError(RCLPY_MISSING)
         if args.duration is not None:
             raise CommandError("--duration is only available with --transport dds")
         return rclpy_main(["fasthmr"] + rclpy_arguments(args))

@@ -427,8 +427,13 @@ class HandMeshNode:
 
         intrinsics = self._intrinsics_for(frame.stamp_ns, rgb.shape[1], rgb.shape[0])
         results = self.pipeline.process(rgb, boxes, intrinsics) if boxes else []
-        results = [r for r in results if np.isfinite(np.asarray(r.vertices)).all()
-                   and np.isfinite(np.asarray(r.joints)).all()]
+        finite = [r for r in results if np.isfinite(np.asarray(r.vertices)).all()
+                  and np.isfinite(np.asarray(r.joints)).all()]
+        if len(finite) < len(results):
+            self._warn_throttled("non_finite", f"dropped {len(results) - len(finite)} hand(s) "
+                                 "with non-finite vertices or joints (check the model weights "
+                                 "and the engine precision)")
+        results = finite
         t3 = time.perf_counter()
         timings.infer = t3 - t2
 

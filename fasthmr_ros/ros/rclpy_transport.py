@@ -9,6 +9,7 @@ the CDR bytes are exactly those of the DDS transport.
 from __future__ import annotations
 
 import array
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,12 @@ from fasthmr_ros.ros.parameters import (
 )
 from fasthmr_ros.ros.qos import BEST_EFFORT, TRANSIENT_LOCAL, QosProfile
 from fasthmr_ros.ros.transport import RawCallback
+
+#: What to do when rclpy is missing.
+RCLPY_MISSING = (
+    "hand_mesh_node needs ROS 2 (rclpy): source /opt/ros/<distro>/setup.bash first, or run "
+    "without ROS: fasthmr node hands --transport dds"
+)
 
 _PARAMETER_TYPE_CONSTANTS = {
     BOOL: "PARAMETER_BOOL",
@@ -211,10 +218,7 @@ def main(args: Sequence[str] | None = None) -> int:
         import rclpy
         from rclpy.executors import ExternalShutdownException
     except ImportError:
-        print(
-            "hand_mesh_node needs ROS 2 (rclpy): source /opt/ros/<distro>/setup.bash, or run "
-            "without ROS: fasthmr node hands --transport dds"
-        )
+        print(RCLPY_MISSING, file=sys.stderr)
         return 2
     rclpy.init(args=list(args) if args is not None else None)
     node = rclpy.create_node(NODE_NAME)
