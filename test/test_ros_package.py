@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -63,8 +64,7 @@ def _ros_python_imports() -> set[str]:
                 imported.add(node.module.split(".")[0])
             elif isinstance(node, ast.Import):
                 imported |= {a.name.split(".")[0] for a in node.names}
-    return imported - {"fasthmr_ros", "__future__", "array", "threading", "collections",
-                       "typing"}
+    return {m for m in imported if m not in sys.stdlib_module_names} - {"fasthmr_ros"}
 
 
 def test_every_run_dependency_is_listed():
@@ -140,7 +140,6 @@ def test_rviz_config_shows_the_node_outputs():
 
 def test_ros_modules_import_without_ros():
     import subprocess
-    import sys
 
     modules = sorted(p.stem for p in (ROOT / "fasthmr_ros" / "ros").glob("*.py")
                      if p.stem != "__init__")
