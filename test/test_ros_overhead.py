@@ -21,7 +21,8 @@ def test_overhead_command_reports_stages_and_sizes(tmp_path, monkeypatch, capsys
                  "--checkpoint", str(test_assets.checkpoint)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["frames"] == 3 and result["image"] == "160x120" and result["hands"] == 2
-    for key in ("decode_ms", "convert_ms", "serialize_ms", "publish_ms", "overhead_ms"):
+    for key in ("decode_ms", "convert_ms", "serialize_ms", "publish_ms", "overhead_ms",
+                "overhead_cpu_ms"):
         assert result[key] >= 0
     assert result["bytes"]["hands"] > 2 * 778 * 3 * 4  # two hands' vertices at least
     assert result["bytes"]["markers"] > 2 * 1538 * 3 * 24  # two mesh markers at least

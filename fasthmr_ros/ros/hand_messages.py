@@ -102,9 +102,13 @@ def hand_mesh_message(result: HandResult, hand_id: str, store: Any | None = None
     global_orient = _shaped(result.global_orient, (3, 3), "global_orient")
     hand_pose = _shaped(result.hand_pose, (NUM_HAND_POSE_JOINTS, 3, 3), "hand_pose")
     betas = _finite(_shaped(result.betas, (NUM_BETAS,), "betas"), "betas")
-    rotvecs = Rotation.from_matrix(
-        np.concatenate([global_orient[None], hand_pose], axis=0)
-    ).as_rotvec()
+    wrist_rotation = _shaped(result.wrist_rotation, (3, 3), "wrist_rotation")
+    # One conversion for the 16 MANO rotations and the wrist orientation.
+    rotations = Rotation.from_matrix(
+        np.concatenate([global_orient[None], hand_pose, wrist_rotation[None]], axis=0)
+    )
+    rotvecs = rotations[:-1].as_rotvec()
+    qx, qy, qz, qw = (float(v) for v in rotations[-1].as_quat())
     point_type = types["geometry_msgs/msg/Point"]
     wrist = joints[0]
     return types[HAND_MESH](
@@ -117,7 +121,7 @@ def hand_mesh_message(result: HandResult, hand_id: str, store: Any | None = None
         vertices=vertices.astype(np.float32).reshape(-1),
         wrist_pose=types["geometry_msgs/msg/Pose"](
             position=point_type(x=float(wrist[0]), y=float(wrist[1]), z=float(wrist[2])),
-            orientation=rotation_to_quaternion(result.wrist_rotation, store),
+            orientation=types["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw),
         ),
         camera_translation=types["geometry_msgs/msg/Vector3"](
             x=float(cam_t[0]), y=float(cam_t[1]), z=float(cam_t[2])

@@ -125,6 +125,9 @@ class FrameTimings:
     convert: float = 0.0
     serialize: float = 0.0
     publish: float = 0.0
+    #: CPU seconds of this thread in decode, convert, serialize and publish (unlike the wall
+    #: times above, not inflated when other processes take the CPU).
+    overhead_cpu: float = 0.0
     sizes: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -399,6 +402,7 @@ class HandMeshNode:
         """
         timings = FrameTimings()
         params = self.params
+        cpu0 = time.thread_time()
         t0 = time.perf_counter()
         try:
             if frame.msgtype == COMPRESSED_IMAGE:
@@ -415,6 +419,7 @@ class HandMeshNode:
             return None
         t1 = time.perf_counter()
         timings.decode = t1 - t0
+        timings.overhead_cpu = time.thread_time() - cpu0
 
         if frame.detections is not None:
             boxes = frame.detections
@@ -437,7 +442,9 @@ class HandMeshNode:
         t3 = time.perf_counter()
         timings.infer = t3 - t2
 
+        cpu2 = time.thread_time()
         self._publish_outputs(frame, rgb, results, intrinsics, timings)
+        timings.overhead_cpu += time.thread_time() - cpu2
         self.stats.output(self.clock(), self.clock() - frame.received)
         self.last_timings = timings
         return timings

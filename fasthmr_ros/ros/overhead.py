@@ -1,14 +1,18 @@
 """Measure the hand mesh node's own cost per frame over DDS (everything but the network).
 
-A camera participant publishes Image + CameraInfo, a consumer participant subscribes to every
-output, and the node in between runs the real pipeline with two fixed hand boxes. The node's
-stage timings (decode, convert, serialize, publish) and the message sizes are collected per
-frame; detection and inference are reported separately and are not overhead.
+A camera participant publishes Image + CameraInfo, a consumer process subscribes to every
+output (as RViz or a grasp planner would, in a process of its own), and the node in between
+runs the real pipeline with two fixed hand boxes. The node's stage timings (decode, convert,
+serialize, publish) and the message sizes are collected per frame; detection and inference are
+reported separately and are not overhead.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,12 +22,29 @@ from typing import Any
 import numpy as np
 
 from fasthmr_ros.pipeline.results import HandBox
-from fasthmr_ros.ros import messages, qos
+from fasthmr_ros.ros import messages
 from fasthmr_ros.ros.dds import DdsTransport
 from fasthmr_ros.ros.hand_node import HandMeshNode
 from fasthmr_ros.ros.hand_setup import build_pipeline
 from fasthmr_ros.ros.image_publisher import CameraPublisher
 from fasthmr_ros.ros.parameters import ParameterSet
+
+# The consumer process: subscribes to the node's outputs and discards them until killed.
+_CONSUMER = """
+import sys, time
+from fasthmr_ros.ros import qos
+from fasthmr_ros.ros.dds import DdsTransport
+transport = DdsTransport("overhead_consumer", domain_id=int(sys.argv[1]))
+for topic, msgtype, profile in (
+    ("hands", "fasthmr_ros/msg/HandMeshArray", qos.DEFAULT),
+    ("hands/markers", "visualization_msgs/msg/MarkerArray", qos.DEFAULT),
+    ("hands/debug_image", "sensor_msgs/msg/Image", qos.SENSOR_DATA),
+    ("/tf", "tf2_msgs/msg/TFMessage", qos.TF),
+):
+    transport.create_subscription(topic, msgtype, profile, lambda raw: None)
+while True:
+    time.sleep(1.0)
+"""
 
 
 class FixedBoxes:
@@ -73,7 +94,8 @@ def measure_node_overhead(
 
     Returns:
         Median milliseconds per stage, the overhead (decode + convert + serialize + publish)
-        median and p95, and the median bytes per output topic.
+        median and p95 in wall time and its median in CPU time of the node's thread (robust
+        to other processes competing for the CPU), and the median bytes per output topic.
 
     """
     with tempfile.TemporaryDirectory() as scratch:
@@ -89,21 +111,21 @@ def measure_node_overhead(
         rgb = image if image is not None else _gradient(width, height)
         height, width = rgb.shape[:2]
         node_transport = DdsTransport("hand_mesh_node", domain_id=domain_id)
-        peer = DdsTransport("overhead_peer", domain_id=domain_id)
+        peer = DdsTransport("overhead_camera", domain_id=domain_id)
+        root = str(Path(__file__).resolve().parents[2])
+        consumer = subprocess.Popen(
+            [sys.executable, "-c", _CONSUMER, str(node_transport.domain_id)],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                p for p in (root, os.environ.get("PYTHONPATH", "")) if p)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
         try:
             node = HandMeshNode(node_transport, params, pipeline, faces,
                                 FixedBoxes(two_hand_boxes(width, height)))
             node.start()
-            for topic, msgtype, profile in (
-                ("hands", "fasthmr_ros/msg/HandMeshArray", qos.DEFAULT),
-                ("hands/markers", "visualization_msgs/msg/MarkerArray", qos.DEFAULT),
-                ("hands/debug_image", "sensor_msgs/msg/Image", qos.SENSOR_DATA),
-                ("/tf", "tf2_msgs/msg/TFMessage", qos.TF),
-            ):
-                peer.create_subscription(topic, msgtype, profile, lambda raw: None)
             camera = CameraPublisher(peer, reliable=True)
             camera.wait_for_subscribers(10.0)
-            time.sleep(0.5)  # let the node's writers match the consumer's readers
+            _wait_for_consumer(node, consumer)
             rows = []
             for index in range(frames + 2):
                 stamp = time.time_ns()
@@ -117,6 +139,8 @@ def measure_node_overhead(
                     if progress is not None:
                         progress(len(rows))
         finally:
+            consumer.kill()
+            consumer.wait()
             node_transport.close()
             peer.close()
 
@@ -132,6 +156,7 @@ def measure_node_overhead(
         cdr_times.append(time.perf_counter() - start)
     for timings, cdr in zip(rows, cdr_times, strict=True):
         timings.decode += cdr
+        timings.overhead_cpu += cdr
     overheads = sorted(t.overhead for t in rows)
     return {
         "frames": len(rows),
@@ -143,11 +168,25 @@ def measure_node_overhead(
         "publish_ms": median_ms([t.publish for t in rows]),
         "overhead_ms": median_ms(overheads),
         "overhead_p95_ms": round(1e3 * overheads[int(0.95 * (len(overheads) - 1))], 3),
+        "overhead_cpu_ms": median_ms([t.overhead_cpu for t in rows]),
         "inference_ms": median_ms([t.infer for t in rows]),
         "bytes": {key: int(statistics.median(t.sizes.get(key, 0) for t in rows))
                   for key in sorted({k for t in rows for k in t.sizes})},
         "image_bytes": len(raw_image),
     }
+
+
+def _wait_for_consumer(node: HandMeshNode, consumer: subprocess.Popen,
+                       timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    publishers = [node._publishers[key] for key in ("hands", "markers")]
+    while not all(p.subscription_count() for p in publishers):
+        if consumer.poll() is not None:
+            raise RuntimeError("the consumer process exited")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the consumer process did not subscribe within {timeout} s")
+        time.sleep(0.05)
+    time.sleep(0.3)
 
 
 def _wait_for_frame(node: HandMeshNode, timeout: float = 10.0) -> Any:
