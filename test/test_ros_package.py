@@ -104,12 +104,18 @@ def test_launch_file_declares_the_documented_arguments():
     tree = _launch_tree()
     functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in functions
-    arguments = next(n for n in tree.body if isinstance(n, ast.Assign)
-                     and n.targets[0].id == "ARGUMENTS")
-    names = [elt.elts[0].value for elt in arguments.value.elts]
+    assigned = {n.targets[0].id: n.value for n in tree.body if isinstance(n, ast.Assign)}
+    names = [elt.elts[0].value for elt in assigned["ARGUMENTS"].elts
+             if isinstance(elt, ast.Tuple)]
+    forwarded = [elt.elts[0].value for elt in assigned["PARAMETER_ARGUMENTS"].elts]
+    names += forwarded
     assert {"image_topic", "camera_info_topic", "checkpoint", "mano_dir", "device", "engine",
             "namespace", "use_rviz"} <= set(names)
     assert len(names) == len(set(names))
+    # Arguments forwarded to the node are real node parameters.
+    from fasthmr_ros.ros.parameters import HAND_NODE_PARAMETERS
+
+    assert set(forwarded) <= {s.name for s in HAND_NODE_PARAMETERS}
 
 
 def test_launch_file_points_at_installed_things():
