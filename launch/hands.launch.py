@@ -1,11 +1,11 @@
 """Launch the hand mesh node, optionally with RViz: ros2 launch fasthmr_ros hands.launch.py.
 
+Node parameters come from ``params_file`` (the package's config/hands.yaml by default); the
+model arguments below override it only when given.
+
 Example:
     ros2 launch fasthmr_ros hands.launch.py checkpoint:=/data/_DATA \
         image_topic:=/camera/color/image_raw camera_info_topic:=/camera/color/camera_info
-
-Node parameters come from ``params_file`` (the package's config/hands.yaml by default); the
-model arguments below override it only when given.
 
 """
 
