@@ -9,7 +9,8 @@ Measured when this file was last changed (the floors asserted below):
 - default detector: 8 hands, 2 found (recall 0.25), both on the correct side, no false
   detections;
 - with the tile search (``search_tiles=True``): 3 found (recall 0.375), all on the correct
-  side, no false detections; it adds the woman's left hand on her knee.
+  side, no false detections; it adds the woman's left hand on her knee (also on copies
+  rescaled to 640 and 1280 pixels wide, but not on one stretched to 640x480).
 
 Missed by both: the girl's left hand interlaced under her fist in test1 (the tiles see it, but
 the landmark model reads it as a right hand, mixing its fingers with the fist's; the overlap
@@ -201,6 +202,20 @@ def test_tile_search_recall_and_side_accuracy_do_not_regress(tile_detections):
     assert_no_regression(score, MIN_RECALL_WITH_TILES, FOUND_WITH_TILES)
     knee = score.found[("test1.jpg", 1)]
     assert knee.side == LEFT and knee.source == "palm" and knee.keypoints_2d is not None
+
+
+@pytest.mark.parametrize("width", [640, 1280])
+def test_tile_search_finds_the_knee_hand_at_other_resolutions(tile_detector, width):
+    # Tiles are a fraction of the frame, so a uniformly rescaled photo has the same hands.
+    rgb = load_rgb("test1.jpg")
+    scale = width / rgb.shape[1]
+    frame = cv2.resize(rgb, (width, round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    boxes = tile_detector.detect(frame)
+    truth = np.array([hand.box for hand in SEEN_HANDS["test1.jpg"]]) * scale
+    overlap = iou_matrix(truth, np.stack([b.xyxy for b in boxes]))
+    assert overlap[[0, 1, 2]].max(axis=1).min() >= MATCH_IOU
+    assert (overlap.max(axis=0) >= MATCH_IOU).all()  # nothing else found
+    assert boxes[int(overlap[1].argmax())].side == LEFT
 
 
 def test_tile_search_overlap_rule_drops_the_interlaced_misreading(
