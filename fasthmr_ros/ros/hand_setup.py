@@ -31,6 +31,7 @@ def build_detector(params: ParameterSet, log: Any) -> HandDetector | None:
             max_hands=MAX_DETECTED_HANDS,
             min_detection_confidence=params["detector_confidence"],
             use_pose=params["detector_use_pose"],
+            search_tiles=params["detector_search_tiles"],
             video_mode=True,
         )
     if name == "full_frame":

@@ -159,6 +159,9 @@ HAND_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
                   "threshold", read_only=True, value_range=(0.0, 1.0)),
     ParameterSpec("detector_use_pose", BOOL, True, "mediapipe: also find hands from the arms "
                   "of the pose model (more robust, slower)", read_only=True),
+    ParameterSpec("detector_search_tiles", BOOL, False, "mediapipe: also search overlapping "
+                  "tiles for hands too small for the whole-frame palm detector (slower)",
+                  read_only=True),
     ParameterSpec("full_frame_side", STRING, "right", "side of the hand filling each image "
                   "with detector full_frame", read_only=True, choices=("right", "left")),
     ParameterSpec("image_transport", STRING, "raw", "raw: subscribe image (sensor_msgs/Image); "
