@@ -96,6 +96,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-frames", type=int, metavar="N", help="stop after N frames (useful with cameras)"
     )
+    parser.add_argument(
+        "--freihand-pred", metavar="FILE",
+        help="also write FreiHAND's pred.json ([joints N x 21 x 3, vertices N x 778 x 3], "
+             "metres, camera frame) for 'fasthmr eval'; every frame must hold exactly one hand "
+             "(FreiHAND's evaluation images: --full-frame --side right, in file order)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -216,6 +222,18 @@ def save_frame(
         raise CommandError(f"cannot write {out_dir / f'{name}_overlay.png'}")
 
 
+def write_freihand_predictions(
+    path: Path, joints: list[np.ndarray], vertices: list[np.ndarray]
+) -> None:
+    """Write ``[joints (N, 21, 3), vertices (N, 778, 3)]`` in metres as FreiHAND's pred.json."""
+    payload = [
+        np.asarray(joints, dtype=np.float64).reshape(-1, 21, 3).tolist(),
+        np.asarray(vertices, dtype=np.float64).reshape(-1, 778, 3).tolist(),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload))
+
+
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -243,6 +261,8 @@ def _run(args: argparse.Namespace) -> int:
         total = min(total, args.max_frames) if total is not None else args.max_frames
     count = hand_count = matched = 0
     sums = StageTimings()
+    pred_joints: list[np.ndarray] = []
+    pred_vertices: list[np.ndarray] = []
     with tqdm(total=total, unit="frame", desc="hands") as progress:
         for frame in _frames(frames):
             height, width = frame.image_bgr.shape[:2]
@@ -255,6 +275,14 @@ def _run(args: argparse.Namespace) -> int:
             rgb = cv2.cvtColor(frame.image_bgr, cv2.COLOR_BGR2RGB)
             camera = _intrinsics(args, width, height)
             hands = pipeline.process(rgb, hand_boxes, camera)
+            if args.freihand_pred:
+                if len(hands) != 1:
+                    raise CommandError(
+                        f"frame {key} has {len(hands)} hands; --freihand-pred needs exactly one "
+                        "per frame (one box per image, or --full-frame --side right)"
+                    )
+                pred_joints.append(hands[0].joints)
+                pred_vertices.append(hands[0].vertices)
             t = pipeline.timings
             sums.crop_ms += t.crop_ms
             sums.network_ms += t.network_ms
@@ -269,6 +297,9 @@ def _run(args: argparse.Namespace) -> int:
             if args.max_frames is not None and count >= args.max_frames:
                 break
 
+    if args.freihand_pred:
+        write_freihand_predictions(Path(args.freihand_pred), pred_joints, pred_vertices)
+        print(f"FreiHAND predictions for {len(pred_joints)} frames -> {args.freihand_pred}")
     if boxes is not None and matched == 0:
         LOG.warning("no frame matched a key of %s (keys: %s...)", args.boxes,
                     ", ".join(list(boxes.frames)[:5]))
