@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Write a random-weights checkpoint in the official HaMeR layout "
             "(DIR/_DATA/hamer_ckpts/checkpoints/hamer.ckpt + model_config.yaml) and a "
-            "synthetic MANO model (DIR/_DATA/data/mano/MANO_RIGHT.pkl). Every command runs on "
+            "synthetic MANO model (DIR/_DATA/data/mano/MANO_RIGHT.pkl), plus a drawn sample image "
+            "(DIR/sample_hand.png). Every command runs on "
             "them, but the meshes are meaningless: for real results use HaMeR's data download."
         ),
     )
@@ -39,8 +40,15 @@ def run(args: argparse.Namespace) -> int:
         assets = write_test_assets(args.dir, config=config, seed=args.seed)
     except OSError as exc:
         raise CommandError(f"cannot write test assets to {args.dir}: {exc}") from None
+    import cv2
+
+    from fasthmr_ros.pipeline.sample_image import draw_sample_hand
+
+    sample = assets.root / "sample_hand.png"
+    cv2.imwrite(str(sample), draw_sample_hand())
     print(f"checkpoint: {assets.checkpoint}")
     print(f"model config: {assets.model_config}")
     print(f"MANO folder: {assets.mano_dir}")
+    print(f"sample image (a drawing of a hand): {sample}")
     print(f"WARNING: {RANDOM_WEIGHTS_NOTICE}")
     return 0

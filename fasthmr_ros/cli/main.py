@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
     "convert_mano",
     "hands",
+    "engine",
     "distill",
 )
 

@@ -1,0 +1,71 @@
+"""The network as engines see it: backbone + head of a regressor, optionally at a lower resolution.
+
+:class:`NetworkModule` is what every engine runs and what ONNX export traces. At
+``input_scale=1`` it computes exactly :meth:`HandMeshRegressor.forward_network`. Below 1, the
+256x192 window the backbone sees is resized (bilinear) to a smaller multiple of
+:data:`RESOLUTION_MULTIPLE` pixels before the backbone: a training-free speed-up for the ViT
+teacher, whose position embedding is interpolated to the smaller token grid
+(:meth:`VisionTransformer.position_embedding`). At 0.75 the ViT-H sees 192x144 (108 tokens
+instead of 192), the resolution fasterhamer runs at.
+
+Accuracy caveat: the network was trained at 256x192 only. A lower resolution changes the
+outputs; how much must be measured on real weights and real images (``fasthmr bench`` reports
+the output change on whatever weights it is given; random test weights say nothing about
+accuracy).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fasthmr_ros.models.constants import CROP_HEIGHT, CROP_WIDTH
+from fasthmr_ros.models.regressor import HandMeshRegressor, central_window
+
+#: Reduced window sides are rounded to multiples of this (the ViT patch size).
+RESOLUTION_MULTIPLE = 16
+
+
+def window_size(input_scale: float) -> tuple[int, int]:
+    """(height, width) the backbone sees at ``input_scale`` (1.0 gives 256x192).
+
+    Raises ``ValueError`` unless ``0 < input_scale <= 1``.
+    """
+    if not 0.0 < float(input_scale) <= 1.0:
+        raise ValueError(
+            f"input_scale must be in (0, 1], got {input_scale}; 1.0 is the native 256x192 "
+            "window, 0.75 gives 192x144."
+        )
+    if input_scale == 1.0:
+        return CROP_HEIGHT, CROP_WIDTH
+
+    def side(length: int) -> int:
+        return max(RESOLUTION_MULTIPLE,
+                   round(length * input_scale / RESOLUTION_MULTIPLE) * RESOLUTION_MULTIPLE)
+
+    return side(CROP_HEIGHT), side(CROP_WIDTH)
+
+
+class NetworkModule(nn.Module):
+    """Backbone + MANO head of ``regressor`` (sharing its weights) on ``(B, 3, 256, 256)`` crops.
+
+    ``forward`` returns the dict of network outputs (``global_orient``, ``hand_pose``,
+    ``betas``, ``cam``). The MANO layer is not part of this module.
+    """
+
+    def __init__(self, regressor: HandMeshRegressor, input_scale: float = 1.0) -> None:
+        super().__init__()
+        self.backbone = regressor.backbone
+        self.mano_head = regressor.mano_head
+        self.input_scale = float(input_scale)
+        self.window_size = window_size(input_scale)
+
+    def forward(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run backbone and head on the (possibly resized) central window of ``crops``."""
+        window = central_window(crops)
+        if self.window_size != (CROP_HEIGHT, CROP_WIDTH):
+            window = F.interpolate(
+                window, size=self.window_size, mode="bilinear", align_corners=False
+            )
+        return self.mano_head(self.backbone(window))

@@ -1,0 +1,279 @@
+"""Export a regressor's network (backbone + head) to ONNX for ONNX Runtime and TensorRT.
+
+The graph has one float32 input ``crops`` ``(batch, 3, 256, 256)`` with a dynamic batch axis and
+the float32 outputs ``global_orient``, ``hand_pose``, ``betas``, ``cam`` (batch first). MANO is
+not in the graph: it runs in PyTorch after the engine (cheap, and its blend-shape matmuls lose
+precision in fp16).
+
+Facts behind the choices (``research/anchors.md`` section 2.4):
+
+* opset 17 by default: ``scaled_dot_product_attention`` is decomposed into MatMul/Softmax and
+  LayerNorm stays one ``LayerNormalization`` op. TensorRT 8.6 parses opsets up to 17, and
+  opset 23 would emit the ``Attention`` op that TensorRT 8.6/10.3 cannot parse. Opsets 17-20
+  are accepted.
+* Protobuf cannot serialise more than 2 GB: larger graphs (the fp32 ViT-H teacher is about
+  2.5 GB) keep their weights in one external-data file ``<name>.onnx.data`` beside the graph.
+  Consumers must load the graph by path (``InferenceSession(path)``,
+  ``OnnxParser.parse_from_file``) so the external data resolves.
+* The file is checked with ``onnx.checker`` (by path, which works past 2 GB).
+
+Metadata stored in the graph (``metadata_props``): the regressor configuration (JSON), the
+input scale, a fingerprint of the weights, and whether the weights are test assets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from fasthmr_ros.engines.base import NETWORK_INPUT, NETWORK_OUTPUT_SHAPES, EngineError
+from fasthmr_ros.engines.network import NetworkModule
+from fasthmr_ros.models.constants import CROP_SIZE
+from fasthmr_ros.models.regressor import NETWORK_OUTPUTS, HandMeshRegressor
+
+log = logging.getLogger(__name__)
+
+#: Opset used unless told otherwise (see the module docstring).
+DEFAULT_OPSET = 17
+#: Opsets whose export keeps attention decomposed and LayerNormalization fused.
+SUPPORTED_OPSETS = range(17, 21)
+#: Graphs whose weights exceed this many bytes store them as external data.
+EXTERNAL_DATA_THRESHOLD = 2_000_000_000
+#: Batch size of the example input used for tracing (not 1, so no axis is specialised to 1).
+TRACE_BATCH = 2
+#: Keys of ``metadata_props`` written by :func:`export_onnx`.
+METADATA_KEYS = ("fasthmr_config", "fasthmr_input_scale", "fasthmr_fingerprint",
+                 "fasthmr_test_asset")
+
+
+class _OutputTuple(nn.Module):
+    """Return the network outputs as a tuple in :data:`NETWORK_OUTPUTS` order (ONNX outputs)."""
+
+    def __init__(self, network: NetworkModule) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.network(crops)
+        return tuple(outputs[key] for key in NETWORK_OUTPUTS)
+
+
+def fingerprint(regressor: HandMeshRegressor, input_scale: float = 1.0) -> str:
+    """A hex digest of the network's configuration, weights and input scale (MANO excluded).
+
+    Two regressors with the same fingerprint export to the same graph; engine caches key on it.
+    """
+    digest = hashlib.sha256()
+    digest.update(json.dumps(regressor.config, sort_keys=True, default=str).encode())
+    digest.update(f"input_scale={float(input_scale)!r}".encode())
+    for name, tensor in sorted(NetworkModule(regressor, input_scale).state_dict().items()):
+        digest.update(name.encode())
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(str(data.dtype).encode() + str(tuple(data.shape)).encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_tracer() -> Iterator[None]:
+    """Silence the tracer's warnings that do not apply to a fixed 256x256 input."""
+    with warnings.catch_warnings():
+        # Python-level shape comparisons are constant for a fixed crop size; the TorchScript
+        # exporter's deprecation notice is about its future, not this graph.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*dynamo.*")
+        yield
+
+
+def _weights_bytes(model: object) -> int:
+    """Bytes of the initializers of an ``onnx.ModelProto`` (external ones included)."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    total = 0
+    for tensor in model.graph.initializer:  # type: ignore[attr-defined]
+        count = 1
+        for dim in tensor.dims:
+            count *= dim
+        total += count * tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return total
+
+
+def _check_opset(opset: int) -> None:
+    if opset not in SUPPORTED_OPSETS:
+        raise EngineError(
+            f"opset {opset} is not supported; use {SUPPORTED_OPSETS.start}-"
+            f"{SUPPORTED_OPSETS.stop - 1} (17 is what TensorRT 8.6 parses; opset 23 would emit "
+            "the Attention op TensorRT 8.6/10.3 cannot read)."
+        )
+
+
+def export_onnx(
+    regressor: HandMeshRegressor,
+    path: str | Path,
+    *,
+    input_scale: float = 1.0,
+    opset: int = DEFAULT_OPSET,
+    external_data: bool | None = None,
+    progress: bool = False,
+) -> Path:
+    """Export ``regressor``'s network to ``path`` and check it; return ``path``.
+
+    Args:
+        regressor: a hand regressor (teacher or student) with float32 weights.
+        path: the ``.onnx`` file to write (its folder is created).
+        input_scale: resolution of the backbone window relative to 256x192 (see
+            :mod:`fasthmr_ros.engines.network`); baked into the graph.
+        opset: ONNX opset, 17 (default) to 20.
+        external_data: store weights in ``<name>.onnx.data``; ``None`` decides by size
+            (above :data:`EXTERNAL_DATA_THRESHOLD` bytes).
+        progress: show a progress bar (export of ViT-H takes a while).
+
+    Raises:
+        EngineError: bad opset, non-float32 weights, or a graph the ONNX checker rejects.
+
+    """
+    import onnx
+
+    _check_opset(opset)
+    path = Path(path)
+    network = NetworkModule(regressor, input_scale).eval()
+    first = next(network.parameters())
+    if first.dtype != torch.float32:
+        raise EngineError(
+            f"export needs float32 weights, the regressor has {first.dtype}; export the loaded "
+            "checkpoint before any half-precision conversion."
+        )
+    example = torch.zeros(TRACE_BATCH, 3, CROP_SIZE, CROP_SIZE, device=first.device)
+    dynamic_axes = {name: {0: "batch"} for name in (NETWORK_INPUT, *NETWORK_OUTPUTS)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    steps = tqdm(total=4, desc=f"export {path.name}", disable=not progress, unit="step")
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
+        raw = Path(scratch) / "raw.onnx"
+        steps.set_postfix_str("tracing")
+        with _quiet_tracer(), torch.no_grad():
+            torch.onnx.export(
+                _OutputTuple(network),
+                (example,),
+                str(raw),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[NETWORK_INPUT],
+                output_names=list(NETWORK_OUTPUTS),
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+        steps.update()
+        steps.set_postfix_str("metadata")
+        model = onnx.load(str(raw), load_external_data=True)
+        metadata = {
+            "fasthmr_config": json.dumps(regressor.config, sort_keys=True, default=str),
+            "fasthmr_input_scale": repr(float(input_scale)),
+            "fasthmr_fingerprint": fingerprint(regressor, input_scale),
+            "fasthmr_test_asset": str(bool(getattr(regressor, "is_test_asset", False))),
+        }
+        for key, value in metadata.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        steps.update()
+        steps.set_postfix_str("saving")
+        if external_data is None:
+            external_data = _weights_bytes(model) > EXTERNAL_DATA_THRESHOLD
+        data_file = path.with_name(path.name + ".data")
+        for stale in (path, data_file):
+            stale.unlink(missing_ok=True)
+        if external_data:
+            onnx.save_model(model, str(path), save_as_external_data=True,
+                            all_tensors_to_one_file=True, location=data_file.name,
+                            size_threshold=1024)
+        else:
+            onnx.save_model(model, str(path))
+        del model
+        steps.update()
+    steps.set_postfix_str("checking")
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        raise EngineError(f"the exported graph {path} fails the ONNX checker: {exc}") from None
+    steps.update()
+    steps.close()
+    log.info("exported %s (opset %d%s)", path, opset,
+             f", weights in {data_file.name}" if external_data else "")
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """Return the ``metadata_props`` of an ONNX file (without loading its weights)."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise EngineError(f"ONNX file {path} does not exist; write one with "
+                          "'fasthmr export onnx'.")
+    model = onnx.load(str(path), load_external_data=False)
+    return {entry.key: entry.value for entry in model.metadata_props}
+
+
+def check_graph_signature(path: str | Path) -> None:
+    """Raise :class:`EngineError` unless the ONNX file has this package's network signature."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inputs = [i.name for i in model.graph.input]
+    outputs = [o.name for o in model.graph.output]
+    if inputs != [NETWORK_INPUT] or outputs != list(NETWORK_OUTPUTS):
+        raise EngineError(
+            f"{path} is not a fasthmr network graph: inputs {inputs}, outputs {outputs}; "
+            f"expected [{NETWORK_INPUT}] -> {list(NETWORK_OUTPUTS)} "
+            "(write it with 'fasthmr export onnx')."
+        )
+    for output in model.graph.output:
+        dims = [d.dim_value for d in output.type.tensor_type.shape.dim[1:]]
+        if tuple(dims) != NETWORK_OUTPUT_SHAPES[output.name]:
+            raise EngineError(f"{path}: output {output.name} has shape (batch, {dims}), "
+                              f"expected (batch, {NETWORK_OUTPUT_SHAPES[output.name]}).")
+
+
+def default_cache_dir() -> Path:
+    """Folder for exported graphs: ``$FASTHMR_CACHE`` or ``~/.cache/fasthmr_ros``."""
+    root = os.environ.get("FASTHMR_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fasthmr_ros"
+    )
+    return Path(root)
+
+
+def cached_export(
+    regressor: HandMeshRegressor,
+    cache_dir: str | Path | None = None,
+    *,
+    input_scale: float = 1.0,
+    opset: int = DEFAULT_OPSET,
+    progress: bool = False,
+) -> Path:
+    """Export once per (weights, input scale, opset) into ``cache_dir/onnx``; reuse after.
+
+    A cached file that cannot be read or whose fingerprint does not match is exported again.
+    """
+    _check_opset(opset)
+    key = fingerprint(regressor, input_scale)
+    path = Path(cache_dir or default_cache_dir()) / "onnx" / f"network-{key[:24]}-op{opset}.onnx"
+    if path.is_file():
+        try:
+            if read_metadata(path).get("fasthmr_fingerprint") == key:
+                log.info("using cached ONNX graph %s", path)
+                return path
+        except Exception as exc:  # any unreadable cache file is exported again
+            log.warning("cached ONNX graph %s is unreadable (%s); exporting again", path, exc)
+    return export_onnx(regressor, path, input_scale=input_scale, opset=opset, progress=progress)
