@@ -20,9 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Write a random-weights checkpoint in the official HaMeR layout "
             "(DIR/_DATA/hamer_ckpts/checkpoints/hamer.ckpt + model_config.yaml) and a "
-            "synthetic MANO model (DIR/_DATA/data/mano/MANO_RIGHT.pkl), and with --student "
-            "random-weights students (DIR/students/NAME.ckpt). Every command runs on them, but "
-            "the meshes are meaningless: for real results use HaMeR's data download."
+            "synthetic MANO model (DIR/_DATA/data/mano/MANO_RIGHT.pkl), plus a drawn sample image "
+            "(DIR/sample_hand.png), and with --student random-weights students "
+            "(DIR/students/NAME.ckpt). Every command runs on them, but the meshes are "
+            "meaningless: for real results use HaMeR's data download."
         ),
     )
     parser.add_argument("dir", help="output folder (created if missing)")
@@ -60,9 +61,16 @@ def run(args: argparse.Namespace) -> int:
         assets = write_test_assets(args.dir, config=config, seed=args.seed)
     except OSError as exc:
         raise CommandError(f"cannot write test assets to {args.dir}: {exc}") from None
+    import cv2
+
+    from fasthmr_ros.pipeline.sample_image import draw_sample_hand
+
+    sample = assets.root / "sample_hand.png"
+    cv2.imwrite(str(sample), draw_sample_hand())
     print(f"checkpoint: {assets.checkpoint}")
     print(f"model config: {assets.model_config}")
     print(f"MANO folder: {assets.mano_dir}")
+    print(f"sample image (a drawing of a hand): {sample}")
     for name in args.student:
         print(f"student {name}: {_write_student(args, assets, name)}")
     print(f"WARNING: {RANDOM_WEIGHTS_NOTICE}")

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 # must set ``func`` (called with the parsed namespace, returning an exit code).
 COMMAND_MODULES: tuple[str, ...] = (
     "assets",
+    "evaluate",
     "convert_mano",
+    "hands",
 )
 
 
@@ -52,4 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Re-import under the package name so CommandError is one class for every sub-command.
+    from fasthmr_ros.cli.main import main as _main
+
+    sys.exit(_main())

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 import yaml
 
-from fasthmr_ros.models.mano import ManoLayer, check_mano_data, mano_data_from_buffers
+from fasthmr_ros.models.mano import ManoLayer, mano_data_from_buffers
+from fasthmr_ros.models.mano_files import check_mano_arrays, find_mano_file, load_mano_file
 from fasthmr_ros.models.mano_head import HeadConfig
 from fasthmr_ros.models.regressor import HandMeshRegressor, RegressorConfig, build_hand_regressor
 from fasthmr_ros.models.vit import VIT_HUGE, ViTConfig
@@ -220,12 +221,7 @@ def build_mano(
 ) -> ManoLayer:
     """MANO from ``mano_dir`` when given, otherwise from the checkpoint's ``mano.*`` buffers."""
     if mano_dir is not None:
-        from fasthmr_ros.models.mano_files import find_mano_file, load_mano_file
-
-        mano_file = find_mano_file(mano_dir)
-        data = load_mano_file(mano_file)
-        check_mano_data(data, str(mano_file))
-        return ManoLayer(data)
+        return ManoLayer(load_mano_file(find_mano_file(mano_dir)))
     buffers = _mano_buffers(state)
     if not buffers:
         raise CheckpointError(
@@ -236,7 +232,10 @@ def build_mano(
         data = mano_data_from_buffers(buffers)
     except KeyError as exc:
         raise CheckpointError(f"{path}: MANO buffer 'mano.{exc.args[0]}' is missing.") from None
-    check_mano_data(data, f"the MANO buffers of {path}")
+    try:
+        data = check_mano_arrays(data, f"the MANO buffers of {path}")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     mano = ManoLayer(data)
     check_state_dict(mano.state_dict(), buffers, path)
     mano.load_state_dict(buffers)

@@ -20,7 +20,6 @@ from smplx.utils import Struct
 from fasthmr_ros.models.constants import (
     FINGERTIP_VERTEX_IDS,
     MANO_TO_OPENPOSE,
-    NUM_FACES,
     NUM_MANO_JOINTS,
     NUM_VERTICES,
 )
@@ -91,6 +90,10 @@ def mano_data_from_buffers(buffers: Mapping[str, torch.Tensor]) -> dict[str, np.
 
     parents = arr("parents").astype(np.int64)
     posedirs = arr("posedirs")
+    # The checkpoint keeps only the PCA rows the layer uses; the file layout has all 45.
+    components = np.zeros((45, 45), dtype=np.float32)
+    stored = arr("hand_components")
+    components[: stored.shape[0]] = stored
     return {
         "v_template": arr("v_template"),
         "shapedirs": arr("shapedirs"),
@@ -99,36 +102,7 @@ def mano_data_from_buffers(buffers: Mapping[str, torch.Tensor]) -> dict[str, np.
         "weights": arr("lbs_weights"),
         "kintree_table": np.stack([parents, np.arange(NUM_MANO_JOINTS)]),
         "f": arr("faces_tensor").astype(np.int64),
-        "hands_components": arr("hand_components"),
+        "hands_components": components,
         "hands_mean": arr("hand_mean"),
     }
 
-
-def check_mano_data(data: Mapping[str, np.ndarray], source: str) -> None:
-    """Raise ``ValueError`` naming every missing or misshapen MANO array of ``source``."""
-    expected = {
-        "v_template": (NUM_VERTICES, 3),
-        "shapedirs": (NUM_VERTICES, 3, None),
-        "posedirs": (NUM_VERTICES, 3, 9 * (NUM_MANO_JOINTS - 1)),
-        "J_regressor": (NUM_MANO_JOINTS, NUM_VERTICES),
-        "weights": (NUM_VERTICES, NUM_MANO_JOINTS),
-        "kintree_table": (2, NUM_MANO_JOINTS),
-        "f": (NUM_FACES, 3),
-        "hands_components": (None, 45),
-        "hands_mean": (45,),
-    }
-    problems = []
-    for key, shape in expected.items():
-        if key not in data:
-            problems.append(f"missing '{key}'")
-            continue
-        got = np.shape(data[key])
-        if len(got) != len(shape) or any(e is not None and e != g for e, g in zip(shape, got)):
-            want = "x".join("*" if e is None else str(e) for e in shape)
-            problems.append(f"'{key}' has shape {got}, expected {want}")
-    if problems:
-        raise ValueError(
-            f"{source} is not a MANO right-hand model: " + "; ".join(problems)
-            + ". Expected MANO_RIGHT.pkl from mano.is.tue.mpg.de (or an .npz written by "
-            "'fasthmr convert-mano')."
-        )

@@ -260,8 +260,13 @@ def _plain_arrays(raw: Mapping[Any, Any], source: Path) -> dict[str, np.ndarray]
     return arrays
 
 
-def _check_mano_arrays(arrays: Mapping[str, np.ndarray], source: Path) -> dict[str, np.ndarray]:
-    """Validate required keys, shapes and values; normalise integer arrays to int64."""
+def check_mano_arrays(
+    arrays: Mapping[str, np.ndarray], source: str | os.PathLike[str]
+) -> dict[str, np.ndarray]:
+    """Validate required keys, shapes and values; normalise integer arrays to int64.
+
+    Raises ``ValueError`` listing every missing, misshapen or invalid array of ``source``.
+    """
     problems = [f"'{key}' is missing" for key in REQUIRED_SHAPES if key not in arrays]
     for key, shape in REQUIRED_SHAPES.items():
         array = arrays.get(key)
@@ -347,7 +352,7 @@ def load_mano_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     if not magic:
         raise ValueError(f"{path} is empty, not a MANO file")
     arrays = _read_npz(path) if magic == _ZIP_MAGIC else _read_pickle(path)
-    return _check_mano_arrays(arrays, path)
+    return check_mano_arrays(arrays, path)
 
 
 def find_mano_file(mano_dir: str | os.PathLike[str]) -> Path:

@@ -1,0 +1,283 @@
+"""``fasthmr hands``: 3D hand meshes for images, folders, videos or a camera."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from fasthmr_ros.cli.main import CommandError
+from fasthmr_ros.pipeline.box_sources import FullFrameBoxes, JsonBoxes
+from fasthmr_ros.pipeline.camera import resolve_intrinsics
+from fasthmr_ros.pipeline.hand_pipeline import HandMeshPipeline, StageTimings, left_hand_faces
+from fasthmr_ros.pipeline.overlay import draw_hands
+from fasthmr_ros.pipeline.results import SIDES, CameraIntrinsics, HandResult
+from fasthmr_ros.pipeline.video import Frame, FrameSource
+
+LOG = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS_WARNING = (
+    "WARNING: this checkpoint was written by 'fasthmr make-test-assets': its weights are RANDOM "
+    "and its MANO model is synthetic. The meshes below are meaningless; use the official "
+    "hamer.ckpt (or a trained student) for real results."
+)
+
+_EPILOG = """\
+outputs, per frame, in --out:
+  <name>.json          image size, camera, and per hand: side, score, box (x1 y1 x2 y2 px),
+                       keypoints_2d (21x2 px), joints (21x3 m), cam_t (3 m); camera optical
+                       frame (x right, y down, z forward), OpenPose hand joint order
+  <name>.npz           vertices (N,778,3 m), joints, keypoints_2d, cam_t, is_right (N),
+                       faces (right-hand winding), faces_left (reversed winding)
+  <name>_overlay.png   the frame with meshes, skeletons and boxes drawn
+
+box files (--boxes) map frame keys to hand lists:
+  {"photo.jpg": [{"box": [x1, y1, x2, y2], "side": "left", "score": 0.9}], "3": [...]}
+  keys: image file name, its stem, a frame name (clip_000012) or a frame index (from 0)
+
+examples:
+  fasthmr hands photo.jpg --checkpoint _DATA --boxes boxes.json --out out/
+  fasthmr hands hand_crop.png --checkpoint hamer.ckpt --full-frame --side right --out out/
+  fasthmr hands clip.mp4 --checkpoint _DATA --boxes boxes.json --fx 910 --out out/
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``hands`` sub-command."""
+    parser = subparsers.add_parser(
+        "hands",
+        help="reconstruct 3D hand meshes in images, videos or a camera stream",
+        description=(
+            "Reconstruct 3D hand meshes (MANO) with a HaMeR-compatible model. Hands come from "
+            "a box file (--boxes) or, for inputs already cropped to one hand, the whole frame "
+            "(--full-frame --side). Without real intrinsics, HaMeR's default camera "
+            "(focal 5000/256*max(W,H), centred) is used and depths are only plausible."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT",
+        help="image files, folders of images, video files, or a camera index such as 0",
+    )
+    parser.add_argument(
+        "--checkpoint", required=True,
+        help="hamer.ckpt, its _DATA or hamer_ckpts folder, or a student checkpoint",
+    )
+    parser.add_argument(
+        "--mano-dir", help="folder with MANO_RIGHT.pkl (default: MANO stored in the checkpoint)"
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--boxes", metavar="FILE", help="JSON file of hand boxes (see below)")
+    source.add_argument(
+        "--full-frame", action="store_true",
+        help="each input is already cropped to one hand (needs --side)",
+    )
+    parser.add_argument("--side", choices=SIDES, help="hand side for --full-frame")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    camera = parser.add_argument_group(
+        "camera intrinsics (pixels; default: HaMeR's guess from the image size)"
+    )
+    camera.add_argument("--fx", type=float, help="focal length x")
+    camera.add_argument("--fy", type=float, help="focal length y (default: --fx)")
+    camera.add_argument("--cx", type=float, help="principal point x (default: width / 2)")
+    camera.add_argument("--cy", type=float, help="principal point y (default: height / 2)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--wireframe", action="store_true", help="draw mesh edges instead of shaded triangles"
+    )
+    parser.add_argument(
+        "--max-frames", type=int, metavar="N", help="stop after N frames (useful with cameras)"
+    )
+    parser.set_defaults(func=_run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.full_frame and args.side is None:
+        raise CommandError("--full-frame needs --side left or --side right")
+    if args.side is not None and not args.full_frame:
+        raise CommandError(
+            "--side only applies with --full-frame; with --boxes the side comes from the file"
+        )
+    if not args.boxes and not args.full_frame:
+        raise CommandError(
+            "no hand boxes: this command has no hand detector yet; pass --boxes FILE (JSON, "
+            "see --help) or, for images already cropped to one hand, --full-frame --side SIDE"
+        )
+    if args.fx is None and any(v is not None for v in (args.fy, args.cx, args.cy)):
+        raise CommandError("--fy/--cx/--cy need --fx")
+    for name in ("fx", "fy", "cx", "cy"):
+        value = getattr(args, name)
+        if value is not None and not math.isfinite(value):
+            raise CommandError(f"--{name} must be a finite number, got {value}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise CommandError("--max-frames must be at least 1")
+
+
+def _intrinsics(args: argparse.Namespace, width: int, height: int) -> CameraIntrinsics:
+    if args.fx is None:
+        return resolve_intrinsics(None, width, height)
+    try:
+        return CameraIntrinsics(
+            fx=args.fx,
+            fy=args.fy if args.fy is not None else args.fx,
+            cx=args.cx if args.cx is not None else width / 2.0,
+            cy=args.cy if args.cy is not None else height / 2.0,
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _load_regressor(args: argparse.Namespace) -> Any:
+    from fasthmr_ros import load_hand_regressor
+
+    try:
+        return load_hand_regressor(args.checkpoint, mano_dir=args.mano_dir, device=args.device)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+        raise CommandError(f"cannot load the model from {args.checkpoint}: {exc}") from None
+
+
+def _plain(array: np.ndarray) -> Any:
+    """Nested lists for JSON; non-finite values (points behind the camera) become null."""
+    return _json_safe(np.asarray(array, dtype=np.float64).tolist())
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _frames(source: FrameSource) -> Iterator[Frame]:
+    """Frames of ``source``; an unreadable input met on the way is a user error."""
+    iterator = iter(source)
+    while True:
+        try:
+            frame = next(iterator)
+        except StopIteration:
+            return
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        yield frame
+
+
+def frame_record(
+    image_name: str, width: int, height: int, camera: CameraIntrinsics,
+    hands: list[HandResult], random_weights: bool,
+) -> dict[str, Any]:
+    """The ``<name>.json`` content for one frame."""
+    return {
+        "image": image_name,
+        "width": width,
+        "height": height,
+        "camera": {"fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy},
+        "random_weights": random_weights,
+        "hands": [
+            {
+                "side": hand.side,
+                "score": hand.score,
+                "box": _plain(hand.box),
+                "keypoints_2d": _plain(hand.keypoints_2d),
+                "joints": _plain(hand.joints),
+                "cam_t": _plain(hand.cam_t),
+            }
+            for hand in hands
+        ],
+    }
+
+
+def save_frame(
+    out_dir: Path, name: str, record: dict[str, Any], hands: list[HandResult],
+    faces: np.ndarray, overlay_bgr: np.ndarray,
+) -> None:
+    """Write ``<name>.json``, ``<name>.npz`` and ``<name>_overlay.png``."""
+    (out_dir / f"{name}.json").write_text(json.dumps(record, indent=1))
+    n = len(hands)
+    np.savez(
+        out_dir / f"{name}.npz",
+        vertices=np.array([h.vertices for h in hands], dtype=np.float32).reshape(n, -1, 3),
+        joints=np.array([h.joints for h in hands], dtype=np.float32).reshape(n, -1, 3),
+        keypoints_2d=np.array([h.keypoints_2d for h in hands], dtype=np.float32).reshape(n, -1, 2),
+        cam_t=np.array([h.cam_t for h in hands], dtype=np.float64).reshape(n, 3),
+        is_right=np.array([h.is_right for h in hands], dtype=bool),
+        faces=faces,
+        faces_left=left_hand_faces(faces),
+    )
+    if not cv2.imwrite(str(out_dir / f"{name}_overlay.png"), overlay_bgr):
+        raise CommandError(f"cannot write {out_dir / f'{name}_overlay.png'}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    _check_args(args)
+    try:
+        frames = FrameSource(args.inputs)
+        boxes = JsonBoxes.load(args.boxes) if args.boxes else None
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    full_frame = FullFrameBoxes(args.side) if args.full_frame else None
+    out_dir = Path(args.out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"cannot create output folder {out_dir}: {exc}") from None
+
+    regressor = _load_regressor(args)
+    random_weights = bool(getattr(regressor, "is_test_asset", False))
+    if random_weights:
+        tqdm.write(RANDOM_WEIGHTS_WARNING)
+    pipeline = HandMeshPipeline(regressor, device=args.device)
+
+    total = frames.total
+    if args.max_frames is not None:
+        total = min(total, args.max_frames) if total is not None else args.max_frames
+    count = hand_count = matched = 0
+    sums = StageTimings()
+    with tqdm(total=total, unit="frame", desc="hands") as progress:
+        for frame in _frames(frames):
+            height, width = frame.image_bgr.shape[:2]
+            key = frame.file_name or frame.name
+            if boxes is not None:
+                matched += boxes.has_frame(key, frame.index)
+                hand_boxes = boxes.boxes_for(key, frame.index)
+            else:
+                hand_boxes = full_frame.detect(frame.image_bgr)
+            rgb = cv2.cvtColor(frame.image_bgr, cv2.COLOR_BGR2RGB)
+            camera = _intrinsics(args, width, height)
+            hands = pipeline.process(rgb, hand_boxes, camera)
+            t = pipeline.timings
+            sums.crop_ms += t.crop_ms
+            sums.network_ms += t.network_ms
+            sums.post_ms += t.post_ms
+            overlay = draw_hands(frame.image_bgr, hands, pipeline.faces, camera,
+                                 wireframe=args.wireframe)
+            record = frame_record(key, width, height, camera, hands, random_weights)
+            save_frame(out_dir, frame.name, record, hands, pipeline.faces, overlay)
+            count += 1
+            hand_count += len(hands)
+            progress.update(1)
+            if args.max_frames is not None and count >= args.max_frames:
+                break
+
+    if boxes is not None and matched == 0:
+        LOG.warning("no frame matched a key of %s (keys: %s...)", args.boxes,
+                    ", ".join(list(boxes.frames)[:5]))
+    if count:
+        print(
+            f"{count} frames, {hand_count} hands -> {out_dir}; mean per frame: crop "
+            f"{sums.crop_ms / count:.1f} ms, network {sums.network_ms / count:.1f} ms, "
+            f"post {sums.post_ms / count:.1f} ms"
+        )
+    if random_weights:
+        print(RANDOM_WEIGHTS_WARNING)
+    return 0

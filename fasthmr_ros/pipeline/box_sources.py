@@ -1,0 +1,136 @@
+"""Where hand boxes come from: a detector, a JSON file, or the whole frame.
+
+JSON box files (``fasthmr hands --boxes FILE``) are one object whose keys name frames and whose
+values list that frame's hands::
+
+    {
+      "test1.jpg": [{"box": [x1, y1, x2, y2], "side": "right", "score": 0.98}],
+      "3":         [{"box": [120, 40, 260, 210], "side": "left"}]
+    }
+
+A key is an image file name (``test1.jpg``), its stem (``test1``), a frame name as written by
+``fasthmr hands`` (``clip_000012``), or a frame index as a decimal string (``"3"``, counting
+frames from 0 over all inputs in order). Boxes are tight pixel boxes around the hand;
+``side`` is required, ``score`` defaults to 1. Frames without a key have no hands.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from fasthmr_ros.pipeline.results import SIDES, HandBox
+
+
+@runtime_checkable
+class HandDetector(Protocol):
+    """Finds hands in a frame: tight boxes with side (left/right) and score."""
+
+    def detect(self, image_rgb: np.ndarray) -> list[HandBox]:
+        """Return the hands in an ``H x W x 3`` uint8 RGB frame."""
+        ...
+
+
+def _parse_hand(entry: Any, where: str) -> HandBox:
+    """Build a :class:`HandBox` from one JSON hand entry; ``where`` names it in errors."""
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"{where}: a hand must be an object with 'box' and 'side', got {entry!r}")
+    box = entry.get("box")
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        raise ValueError(f"{where}: 'box' must be [x1, y1, x2, y2], got {box!r}")
+    try:
+        coords = [float(v) for v in box]
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: 'box' values must be numbers, got {box!r}") from None
+    side = entry.get("side")
+    if side not in SIDES:
+        raise ValueError(f"{where}: 'side' must be 'left' or 'right', got {side!r}")
+    score = entry.get("score", 1.0)
+    if not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise ValueError(f"{where}: 'score' must be a finite number, got {score!r}")
+    try:
+        return HandBox(*coords, side=side, score=float(score), source="json")
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+class JsonBoxes:
+    """Hand boxes read from a JSON file (format in the module docstring)."""
+
+    def __init__(self, frames: Mapping[str, list[HandBox]], origin: str = "<memory>") -> None:
+        self.frames = dict(frames)
+        self.origin = origin
+
+    @classmethod
+    def load(cls, path: str | Path) -> JsonBoxes:
+        """Read and validate a box file; errors name the file and the bad entry."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"box file {path} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"box file {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(data, origin=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, origin: str = "<memory>") -> JsonBoxes:
+        """Validate an already-parsed box mapping."""
+        if not isinstance(data, Mapping):
+            raise ValueError(
+                f"{origin}: top level must be an object mapping frame names or indices to hand "
+                "lists, e.g. {\"img.jpg\": [{\"box\": [x1, y1, x2, y2], \"side\": \"left\"}]}"
+            )
+        frames: dict[str, list[HandBox]] = {}
+        for key, hands in data.items():
+            if not isinstance(hands, list):
+                raise ValueError(f"{origin}: frame {key!r} must map to a list of hands")
+            frames[str(key)] = [
+                _parse_hand(hand, f"{origin}: frame {key!r} hand {i}")
+                for i, hand in enumerate(hands)
+            ]
+        return cls(frames, origin)
+
+    def keys_for(self, name: str, frame_index: int) -> Iterable[str]:
+        """Candidate keys for a frame, most specific first."""
+        yield name
+        yield Path(name).stem
+        yield str(frame_index)
+
+    def has_frame(self, name: str, frame_index: int) -> bool:
+        """Whether the file lists this frame (possibly with zero hands)."""
+        return any(key in self.frames for key in self.keys_for(name, frame_index))
+
+    def boxes_for(self, name: str, frame_index: int) -> list[HandBox]:
+        """Boxes of the frame called ``name`` (file name or frame name) or numbered ``index``."""
+        for key in self.keys_for(name, frame_index):
+            if key in self.frames:
+                return list(self.frames[key])
+        return []
+
+
+class FullFrameBoxes:
+    """For inputs already cropped to one hand: the whole frame is the hand's tight box.
+
+    The box spans the frame's pixel edges (``-0.5 .. W - 0.5`` in pixel-centre coordinates), so
+    its centre is the frame centre; the pipeline then enlarges it as it does any tight box.
+    """
+
+    def __init__(self, side: str, score: float = 1.0) -> None:
+        if side not in SIDES:
+            raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+        self.side = side
+        self.score = float(score)
+
+    def detect(self, image_rgb: np.ndarray) -> list[HandBox]:
+        """Return one box covering the whole frame."""
+        height, width = np.asarray(image_rgb).shape[:2]
+        return [
+            HandBox(-0.5, -0.5, width - 0.5, height - 0.5, side=self.side, score=self.score,
+                    source="full-frame")
+        ]

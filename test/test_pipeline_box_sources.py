@@ -1,0 +1,71 @@
+"""JSON box files and the full-frame box source."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fasthmr_ros.pipeline.box_sources import FullFrameBoxes, HandDetector, JsonBoxes
+from fasthmr_ros.pipeline.crop import crop_region
+
+
+def write(tmp_path, data):
+    path = tmp_path / "boxes.json"
+    path.write_text(json.dumps(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_lookup_by_file_name_stem_and_index(tmp_path):
+    boxes = JsonBoxes.load(write(tmp_path, {
+        "photo.jpg": [{"box": [10, 20, 50, 90], "side": "left", "score": 0.5}],
+        "other": [{"box": [1, 2, 3, 4], "side": "right"}],
+        "7": [{"box": [5, 5, 9, 9], "side": "right"}, {"box": [0, 0, 2, 2], "side": "left"}],
+        "empty.png": [],
+    }))
+    (hand,) = boxes.boxes_for("photo.jpg", 0)
+    assert (hand.side, hand.score) == ("left", 0.5)
+    np.testing.assert_array_equal(hand.xyxy, [10, 20, 50, 90])
+    assert boxes.boxes_for("other.png", 1)[0].score == 1.0  # stem match, default score
+    assert len(boxes.boxes_for("clip_000007", 7)) == 2  # index match
+    assert boxes.boxes_for("unknown.jpg", 3) == []
+    assert boxes.has_frame("empty.png", 4) and not boxes.has_frame("unknown.jpg", 3)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[1, 2]", "top level must be an object"),
+        ("{not json", "not valid JSON"),
+        ({"a.jpg": {"box": [0, 0, 1, 1]}}, "must map to a list"),
+        ({"a.jpg": [{"box": [0, 0, 1], "side": "left"}]}, r"'box' must be \[x1, y1, x2, y2\]"),
+        ({"a.jpg": [{"box": [0, 0, "x", 1], "side": "left"}]}, "must be numbers"),
+        ({"a.jpg": [{"box": [0, 0, 1, 1], "side": "both"}]}, "'side' must be"),
+        ({"a.jpg": [{"box": [0, 0, 1, 1]}]}, "'side' must be"),
+        ({"a.jpg": [{"box": [5, 0, 1, 1], "side": "left"}]}, "x2 > x1"),
+        ({"a.jpg": [{"box": [0, 0, 1, 1], "side": "left", "score": "high"}]}, "'score'"),
+        ({"a.jpg": ["box"]}, "a hand must be an object"),
+    ],
+)
+def test_bad_box_files_name_the_problem(tmp_path, content, message):
+    with pytest.raises(ValueError, match=message) as info:
+        JsonBoxes.load(write(tmp_path, content))
+    assert "boxes.json" in str(info.value)
+
+
+def test_missing_box_file(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        JsonBoxes.load(tmp_path / "nope.json")
+
+
+def test_full_frame_box_is_the_frame():
+    source = FullFrameBoxes("left", score=0.7)
+    assert isinstance(source, HandDetector)
+    (box,) = source.detect(np.zeros((120, 90, 3), np.uint8))
+    assert (box.side, box.score) == ("left", 0.7)
+    center, _ = crop_region(box)
+    np.testing.assert_allclose(center, [(90 - 1) / 2, (120 - 1) / 2])
+    assert (box.x2 - box.x1, box.y2 - box.y1) == (90, 120)
+    with pytest.raises(ValueError, match="side"):
+        FullFrameBoxes("up")
