@@ -15,6 +15,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
     "convert_mano",
     "hands",
+    "export",
+    "bench",
     "engine",
     "distill",
 )
