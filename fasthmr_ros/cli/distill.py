@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 from pathlib import Path
 from typing import Any
 
 from fasthmr_ros.cli.main import CommandError
-
-LOG = logging.getLogger(__name__)
 
 DATASETS = ("folder", "freihand", "ho3d")
 DEFAULT_SPLITS = {"freihand": "training", "ho3d": "train"}
@@ -21,9 +18,9 @@ HaMeR teacher, as Fast-HaMeR does, with its faults fixed: the teacher runs froze
 the feature projection is trained, teacher and student see the same crop, and the student
 checkpoint never contains the teacher.
 
-Data: a folder of your own images/videos (no labels: hands come from --boxes or --full-frame,
-the teacher's outputs are the targets), or FreiHAND / HO3D (labels add HaMeR's ground-truth
-loss; HaMeR-style augmentation).
+Data: a folder of your own images/videos (no labels: hands come from the MediaPipe detector,
+--boxes or --full-frame; the teacher's outputs are the targets), or FreiHAND / HO3D (labels add
+HaMeR's ground-truth loss; HaMeR-style augmentation).
 
 Outputs in --out: student.ckpt (load it anywhere a checkpoint is accepted, e.g.
 'fasthmr hands --checkpoint OUT/student.ckpt'), train_state.pt (resume with --resume),
@@ -37,12 +34,12 @@ distillation kinds (--kd):
   both     output + feature (recommended for higher-capacity students)
 
 examples:
-  fasthmr distill --teacher _DATA --student vit-small --data robot_footage/ \\
-      --boxes boxes.json --out runs/vit_small --steps 50000 --device cuda --amp
-  fasthmr distill --teacher _DATA --student student.yaml --dataset freihand \\
-      --data FreiHAND_pub_v2 --kd both --out runs/freihand --device cuda --amp
-  fasthmr distill --teacher _DATA --data robot_footage/ --boxes boxes.json \\
-      --out runs/vit_small --steps 80000 --resume
+  fasthmr distill --teacher _DATA --student mobilenetv3_large_100 --pretrained-backbone \\
+      --dataset freihand --data FreiHAND_pub_v2 --out runs/mnv3 --steps 100000 --device cuda --amp
+  fasthmr distill --teacher _DATA --init runs/mnv3/student.ckpt --data robot_footage/ \\
+      --out runs/mnv3_robot --steps 20000 --device cuda --amp
+  fasthmr distill --teacher _DATA --data robot_footage/ --out runs/mnv3_robot --steps 40000 \\
+      --resume
 """
 
 
@@ -65,8 +62,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     models.add_argument(
         "--student", metavar="NAME|CONFIG",
-        help="a student name (vit-tiny, vit-small, vit-base, or a timm student) or a "
-             "regressor configuration file (.yaml/.json); optional with --resume",
+        help="a timm backbone (mobilenetv3_large_100, mobilevit_s, resnet50, convnext_large, "
+             "or another timm name), a ViT preset (vit-tiny, vit-small, vit-base) or a "
+             "regressor configuration file (.yaml/.json); optional with --resume or --init",
+    )
+    models.add_argument(
+        "--pretrained-backbone", nargs="?", const="download", metavar="FILE",
+        help="start a timm student's backbone from ImageNet weights, as Fast-HaMeR does: "
+             "fetched by timm (network), or read from FILE (the timm model's checkpoint)",
+    )
+    models.add_argument(
+        "--init", metavar="CKPT",
+        help="start from a student checkpoint (e.g. an earlier run's student.ckpt, to adapt "
+             "it to new footage); its architecture is the student's",
     )
     models.add_argument(
         "--init-head-from-teacher", action="store_true",
@@ -94,6 +102,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="every image of the folder is already cropped to one hand (needs --side)",
     )
     data.add_argument("--side", choices=("left", "right"), help="hand side for --full-frame")
+    data.add_argument(
+        "--max-hands", type=int, default=4, metavar="N",
+        help="detector (no --boxes / --full-frame): most hands per frame (default 4)",
+    )
+    data.add_argument(
+        "--detection-threshold", type=float, default=0.5, metavar="P",
+        help="detector: palm, hand and person confidence threshold (default 0.5)",
+    )
+    data.add_argument(
+        "--mirrored", action="store_true", help="detector: footage is mirrored (selfie view)"
+    )
+    data.add_argument(
+        "--no-pose", action="store_true", help="detector: hand models only (faster)"
+    )
     data.add_argument(
         "--frame-step", type=int, default=1, metavar="N", help="use every N-th video frame"
     )
@@ -200,11 +222,8 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.dataset == "folder":
         if args.full_frame and args.side is None:
             raise CommandError("--full-frame needs --side left or --side right")
-        if not args.boxes and not args.full_frame:
-            raise CommandError(
-                "a footage folder needs hand boxes: pass --boxes FILE (JSON, see 'fasthmr hands "
-                "--help') or, for images already cropped to one hand, --full-frame --side SIDE"
-            )
+        if args.max_hands < 1 or not 0.0 <= args.detection_threshold <= 1.0:
+            raise CommandError("--max-hands must be >= 1 and --detection-threshold in [0, 1]")
         if args.kd == "feature":
             raise CommandError(
                 "--kd feature trains only the backbone; without labels the MANO head gets no "
@@ -239,8 +258,15 @@ def _check_args(args: argparse.Namespace) -> None:
             raise CommandError(f"--{name.replace('_', '-')} must be >= 0")
     if not 0 <= args.warmup < args.steps:
         raise CommandError(f"--warmup must be in [0, --steps), got {args.warmup}")
-    if not args.resume and args.student is None:
-        raise CommandError("--student is required (a name such as vit-small, or a config file)")
+    if not args.resume and args.student is None and args.init is None:
+        raise CommandError(
+            "--student is required (a name such as mobilenetv3_large_100, or a config file), "
+            "unless --init or --resume gives the architecture"
+        )
+    if args.resume and (args.init or args.pretrained_backbone):
+        raise CommandError("--init and --pretrained-backbone start runs; --resume continues one")
+    if args.init and args.pretrained_backbone:
+        raise CommandError("--init already gives the backbone weights; drop --pretrained-backbone")
 
 
 def _distill_config(args: argparse.Namespace) -> Any:
@@ -276,8 +302,8 @@ def _load_teacher(args: argparse.Namespace) -> Any:
         raise CommandError(f"cannot load the teacher from {args.teacher}: {exc}") from None
 
 
-def _student_config(args: argparse.Namespace, state: dict | None) -> dict:
-    from fasthmr_ros.training.student_specs import resolve_student_config
+def _student_config(args: argparse.Namespace, state: dict | None, init: Any) -> dict:
+    from fasthmr_ros.training.student_specs import resolve_student_config, same_architecture
 
     requested = None
     if args.student is not None:
@@ -285,22 +311,67 @@ def _student_config(args: argparse.Namespace, state: dict | None) -> dict:
             requested = resolve_student_config(args.student)
         except (FileNotFoundError, ValueError) as exc:
             raise CommandError(str(exc)) from None
-    if state is None:
+    if state is not None:
+        given, origin = dict(state["student_config"]), f"the saved run in {args.out}"
+    elif init is not None:
+        given, origin = dict(init.config), f"--init {args.init}"
+    else:
         assert requested is not None
         return requested
-    saved = dict(state["student_config"])
-    if requested is not None and requested != saved:
+    if requested is not None and not same_architecture(requested, given):
         raise CommandError(
-            f"--student {args.student} differs from the student of the saved run in {args.out}; "
-            "drop --student to resume it, or use another --out"
+            f"--student {args.student} differs from the student of {origin}; drop --student"
         )
-    return saved
+    return given
+
+
+def _load_init(args: argparse.Namespace) -> Any:
+    from fasthmr_ros import load_hand_regressor
+
+    if args.init is None:
+        return None
+    try:
+        return load_hand_regressor(args.init, device="cpu")
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+        raise CommandError(f"cannot load --init {args.init}: {exc}") from None
+
+
+def _build_student(args: argparse.Namespace, teacher: Any, state: dict | None) -> Any:
+    from fasthmr_ros.training.student_specs import (
+        build_student,
+        copy_head_weights,
+        load_pretrained_backbone,
+    )
+
+    init = _load_init(args)
+    try:
+        student = build_student(_student_config(args, state, init), teacher)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CommandError(f"cannot build the student: {exc}") from None
+    if state is not None:
+        return student  # its weights come from the training state
+    if init is not None:
+        weights = {k: v for k, v in init.state_dict().items() if not k.startswith("mano.")}
+        student.load_state_dict(weights, strict=False)
+        print(f"student starts from {args.init}")
+    elif args.pretrained_backbone:
+        source = None if args.pretrained_backbone == "download" else args.pretrained_backbone
+        try:
+            load_pretrained_backbone(student, source)
+        except (FileNotFoundError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+        print(f"backbone starts from ImageNet weights ({source or 'timm download'})")
+    if args.init_head_from_teacher and init is None:
+        copied = copy_head_weights(teacher, student)
+        print(f"MANO head: {len(copied)} entries copied from the teacher")
+    return student
 
 
 def _folder_dataset(args: argparse.Namespace, out_dir: Path, augment: bool) -> Any:
     from tqdm import tqdm
 
-    from fasthmr_ros.pipeline.box_sources import FullFrameBoxes, JsonBoxes
+    from fasthmr_ros.cli.hands import make_detector
+    from fasthmr_ros.pipeline.box_sources import JsonBoxes
     from fasthmr_ros.pipeline.datasets.media import MediaFolder
     from fasthmr_ros.training.data import CachedCrops, CropCache, detector_boxes, file_boxes
 
@@ -310,8 +381,11 @@ def _folder_dataset(args: argparse.Namespace, out_dir: Path, augment: bool) -> A
             boxes = file_boxes(JsonBoxes.load(args.boxes))
             box_source = f"file:{Path(args.boxes).resolve()}:{Path(args.boxes).stat().st_mtime}"
         else:
-            boxes = detector_boxes(FullFrameBoxes(args.side))
-            box_source = f"full-frame:{args.side}"
+            boxes = detector_boxes(make_detector(args))
+            box_source = f"full-frame:{args.side}" if args.full_frame else (
+                f"mediapipe:max_hands={args.max_hands}:threshold={args.detection_threshold}:"
+                f"mirrored={args.mirrored}:pose={not args.no_pose}"
+            )
     except (FileNotFoundError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     recipe = {
@@ -361,7 +435,6 @@ def _run(args: argparse.Namespace) -> int:
         seed_everything,
     )
     from fasthmr_ros.training.scalar_log import ScalarLog
-    from fasthmr_ros.training.student_specs import build_student, copy_head_weights
     from fasthmr_ros.training.teacher_targets import TeacherTargets, WithTeacherTargets
 
     out_dir = Path(args.out)
@@ -395,13 +468,7 @@ def _run(args: argparse.Namespace) -> int:
     if test_asset:
         tqdm.write(RANDOM_WEIGHTS_WARNING)
     seed_everything(args.seed)
-    try:
-        student = build_student(_student_config(args, state), teacher)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CommandError(f"cannot build the student: {exc}") from None
-    if args.init_head_from_teacher and state is None:
-        copied = copy_head_weights(teacher, student)
-        LOG.info("copied %d MANO-head entries from the teacher", len(copied))
+    student = _build_student(args, teacher, state)
 
     cached = args.targets == "cached"
     augment = not args.no_augment and not cached

@@ -170,8 +170,12 @@ def _intrinsics(args: argparse.Namespace, width: int, height: int) -> CameraIntr
         raise CommandError(str(exc)) from None
 
 
-def _make_detector(args: argparse.Namespace) -> HandDetector:
-    """The frame-by-frame box source: full frame or the MediaPipe detector."""
+def make_detector(args: argparse.Namespace) -> HandDetector:
+    """The frame-by-frame box source: full frame or the MediaPipe detector.
+
+    Reads ``full_frame``, ``side``, ``max_hands``, ``detection_threshold``, ``no_pose`` and
+    ``mirrored`` from ``args`` (``fasthmr distill`` shares these options).
+    """
     if args.full_frame:
         return FullFrameBoxes(args.side)
     try:
@@ -310,7 +314,7 @@ def _run(args: argparse.Namespace) -> int:
         boxes = JsonBoxes.load(args.boxes) if args.boxes else None
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    detector = None if boxes is not None else _make_detector(args)
+    detector = None if boxes is not None else make_detector(args)
     tracker = HandTracker()
     out_dir = Path(args.out)
     try:

@@ -1,11 +1,11 @@
 """Which student to train: named presets or a configuration file, built beside the teacher.
 
 A student is any :class:`~fasthmr_ros.models.regressor.HandMeshRegressor` the registry can
-build from a configuration dict (``kind`` selects the backbone family: ``"vit"`` here, timm
-backbones from :mod:`fasthmr_ros.models.students`). Its MANO layer is a copy of the teacher's,
-so both produce meshes of the same hand model; the head's mean parameters (the ``init_*``
-buffers HaMeR loads from ``mano_mean_params.npz``) are copied from the teacher too, since a
-fresh head would otherwise start from a flat hand.
+build from a configuration dict (``kind`` selects the backbone family: ``"vit"`` presets here,
+``"timm"`` backbones from :mod:`fasthmr_ros.models.students`, with optional ImageNet weights).
+Its MANO layer is a copy of the teacher's, so both produce meshes of the same hand model; the
+head's mean parameters (the ``init_*`` buffers HaMeR loads from ``mano_mean_params.npz``) are
+copied from the teacher too, since a fresh head would otherwise start from a flat hand.
 """
 
 from __future__ import annotations
@@ -43,33 +43,32 @@ VIT_STUDENTS: dict[str, dict[str, Any]] = {
 }
 
 
+def timm_student_names() -> tuple[str, ...]:
+    """The timm backbones Fast-HaMeR distilled into (any timm model with features works)."""
+    from fasthmr_ros.models.students import STUDENT_BACKBONES
+
+    return STUDENT_BACKBONES
+
+
 def known_student_names() -> list[str]:
-    """Names :func:`resolve_student_config` accepts (timm students when that module exists)."""
-    names = list(VIT_STUDENTS)
-    try:
-        from fasthmr_ros.models import students
-    except ImportError:
-        return names
-    presets = getattr(students, "STUDENT_PRESETS", None) or getattr(students, "STUDENTS", None)
-    if isinstance(presets, dict):
-        names += [str(name) for name in presets]
-    return names
+    """Student names :func:`resolve_student_config` knows by heart."""
+    return [*VIT_STUDENTS, *timm_student_names()]
 
 
-def _timm_preset(name: str) -> dict[str, Any] | None:
-    try:
-        from fasthmr_ros.models import students
-    except ImportError:
-        return None
-    presets = getattr(students, "STUDENT_PRESETS", None) or getattr(students, "STUDENTS", None)
-    if isinstance(presets, dict) and name in presets:
-        preset = presets[name]
-        return dict(preset.to_dict() if hasattr(preset, "to_dict") else preset)
-    return None
+def _timm_config(name: str) -> dict[str, Any]:
+    """A timm student configuration; ``context_dim`` is fixed when the backbone is built."""
+    from fasthmr_ros.models.students import StudentConfig
+
+    return StudentConfig(backbone=name).to_dict()
 
 
 def resolve_student_config(spec: str | Path) -> dict[str, Any]:
-    """A student configuration dict from a preset name or a ``.yaml``/``.json`` file."""
+    """A student configuration dict from a name or a ``.yaml``/``.json`` file.
+
+    Names are the ViT presets (:data:`VIT_STUDENTS`) or timm model names (e.g.
+    ``mobilenetv3_large_100``; whether timm knows the name is checked when the student is
+    built).
+    """
     text = str(spec)
     path = Path(text).expanduser()
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.is_file():
@@ -88,20 +87,79 @@ def resolve_student_config(spec: str | Path) -> dict[str, Any]:
         return data
     if text in VIT_STUDENTS:
         return copy.deepcopy(VIT_STUDENTS[text])
-    preset = _timm_preset(text)
-    if preset is not None:
-        return preset
-    raise ValueError(
-        f"unknown student {text!r}: give one of {', '.join(known_student_names())} or a "
-        "configuration file (.yaml/.json)"
-    )
+    if not text or any(c in text for c in "/\\ "):
+        raise ValueError(
+            f"unknown student {text!r}: give one of {', '.join(known_student_names())} (or "
+            "another timm model name), or a configuration file (.yaml/.json)"
+        )
+    return _timm_config(text)
+
+
+def same_architecture(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Whether two student configurations describe one architecture.
+
+    A timm configuration made from a name does not know its head's ``context_dim`` until the
+    backbone is built, so that entry is not compared.
+    """
+
+    def canonical(config: dict[str, Any]) -> dict[str, Any]:
+        config = copy.deepcopy(dict(config))
+        if config.get("kind") == "timm" and isinstance(config.get("head"), dict):
+            config["head"].pop("context_dim", None)
+        return config
+
+    return canonical(first) == canonical(second)
 
 
 def build_student(config: dict[str, Any], teacher: HandMeshRegressor) -> HandMeshRegressor:
     """Build a fresh student with the teacher's MANO model and head mean parameters."""
-    student = build_regressor_from_config(dict(config), copy.deepcopy(teacher.mano))
+    mano = copy.deepcopy(teacher.mano)
+    if config.get("kind") == "timm":
+        from fasthmr_ros.models.students import StudentConfig
+        from fasthmr_ros.models.students import build_student as build_timm_student
+
+        student = build_timm_student(StudentConfig.from_dict(dict(config)), mano)
+    else:
+        student = build_regressor_from_config(dict(config), mano)
     copy_head_weights(teacher, student, names=HEAD_MEAN_BUFFERS)
     return student
+
+
+def load_pretrained_backbone(student: HandMeshRegressor, weights: str | Path | None) -> None:
+    """Load ImageNet weights into a timm student's backbone.
+
+    Args:
+        student: a timm student (``kind: timm``).
+        weights: a local weights file of the timm model (its classification checkpoint), or
+            ``None`` to let timm fetch its default pretrained weights (needs the network).
+
+    """
+    if dict(student.config).get("kind") != "timm":
+        raise ValueError(
+            "pretrained backbone weights exist for timm students only; this student is "
+            f"{dict(student.config).get('kind')!r}"
+        )
+    import timm
+
+    backbone = student.backbone
+    overlay = None
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone weights file {path} does not exist")
+        overlay = {"file": str(path)}
+    try:
+        pretrained = timm.create_model(
+            backbone.name, pretrained=True, features_only=True,
+            out_indices=(backbone.out_index,), pretrained_cfg_overlay=overlay,
+        )
+    except (OSError, RuntimeError, ValueError) as exc:
+        where = f"from {weights}" if weights is not None else "(download)"
+        raise ValueError(
+            f"cannot load pretrained weights for {backbone.name} {where}: {exc}. Without "
+            "network access, download the timm weights elsewhere and pass the file"
+        ) from None
+    backbone.body.load_state_dict(pretrained.state_dict())
 
 
 def copy_head_weights(
