@@ -30,8 +30,10 @@ from torch import nn
 
 from fasthmr_ros.models.constants import CROP_SIZE
 
-# Added to the variance before dividing, as in batch normalisation.
-_VARIANCE_EPS = 1e-5
+# Added to each channel's variance before dividing, relative to the mean channel variance of the
+# map (an absolute epsilon would reward shrinking the whole map below it), plus a floor.
+_RELATIVE_VARIANCE_EPS = 1e-4
+_VARIANCE_FLOOR = 1e-30
 
 
 @dataclass(frozen=True)
@@ -130,10 +132,11 @@ class FeatureProjection(nn.Module):
 
 
 def _standardised(values: torch.Tensor) -> torch.Tensor:
-    """Standardise ``(B, C, N)`` per channel over the batch and positions."""
+    """Standardise ``(B, C, N)`` per channel over the batch and positions (scale-free)."""
     mean = values.mean(dim=(0, 2), keepdim=True)
     var = values.var(dim=(0, 2), unbiased=False, keepdim=True)
-    return (values - mean) / torch.sqrt(var + _VARIANCE_EPS)
+    eps = _RELATIVE_VARIANCE_EPS * var.mean().detach() + _VARIANCE_FLOOR
+    return (values - mean) / torch.sqrt(var + eps)
 
 
 def feature_distillation_loss(
