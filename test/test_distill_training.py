@@ -264,3 +264,32 @@ def test_stored_teacher_targets_equal_online_targets(teacher, footage, tmp_path)
         kd="both", steps=2, batch_size=4, warmup_steps=0))
     with pytest.raises(ValueError, match="feature maps"):
         feature.compute_losses(stack_items([with_targets[k] for k in keys]))
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_mixed_precision_step(teacher, footage, device):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("CUDA float16 autocast with a gradient scaler needs a GPU; none here")
+    config = DistillConfig(kd="both", steps=3, batch_size=2, lr=1e-3, warmup_steps=0, amp=True)
+    student = _student(teacher)
+    distiller = Distiller(student, copy.deepcopy(teacher), config, device=device)
+    assert distiller.autocast_dtype == (torch.float16 if device == "cuda" else torch.bfloat16)
+    assert distiller.scaler.is_enabled() == (device == "cuda")
+    before = copy.deepcopy(student.state_dict())
+    batch = _batch(CachedCrops(footage), config, 0)
+    total, parts = distiller.compute_losses(batch)
+    assert total.dtype == torch.float32 and all(p.dtype == torch.float32 for p in parts.values())
+    metrics = distiller.train_step(batch)
+    assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])
+    assert any(not torch.equal(v, before[k]) for k, v in student.state_dict().items())
+    assert all(p.dtype == torch.float32 for p in student.parameters())  # master weights
+
+
+def test_loader_workers_serve_the_same_batches(teacher, footage):
+    results = []
+    for workers in (0, 1):
+        config = DistillConfig(kd="output", steps=2, batch_size=2, warmup_steps=0,
+                               workers=workers, eval_every=0)
+        distiller = Distiller(_student(teacher), teacher, config)
+        results.append(distiller.fit(CachedCrops(footage, seed=2), progress=False)["loss"])
+    assert results[0] == results[1]
