@@ -13,17 +13,11 @@ from fasthmr_ros import load_hand_regressor
 from fasthmr_ros.cli.main import main
 from fasthmr_ros.training.distiller import read_training_state
 
-TINY_VIT = {
-    "kind": "vit",
-    "backbone": {"embed_dim": 32, "depth": 1, "num_heads": 1, "patch_size": 32,
-                 "patch_padding": 0},
-    "head": {"dim": 32, "depth": 1, "heads": 1, "dim_head": 32, "mlp_dim": 32,
-             "context_dim": 32},
-}
+pytestmark = pytest.mark.usefixtures("distill_single_thread")
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def folder(tmp_path_factory, distill_tiny_vit):
     """Six synthetic 'hand' crops (blobs on noise) and a tiny student configuration."""
     root = tmp_path_factory.mktemp("distill_cli")
     images = root / "images"
@@ -34,7 +28,7 @@ def folder(tmp_path_factory):
         cv2.circle(image, (50, 60), 30, (int(rng.integers(100, 255)), 120, 200), -1)
         cv2.imwrite(str(images / f"hand{i}.png"), image)
     student = root / "student.json"
-    student.write_text(json.dumps(TINY_VIT))
+    student.write_text(json.dumps(distill_tiny_vit))
     return {"images": images, "student": student}
 
 
@@ -145,7 +139,9 @@ def test_user_errors_name_the_problem(test_assets, folder, tmp_path, capsys):
     assert not (fresh / "train_state.pt").exists()
 
 
-def test_pretrained_backbone_weights_load_from_a_local_file(test_assets, tmp_path):
+def test_pretrained_backbone_weights_load_from_a_local_file(
+    test_assets, tmp_path, distill_tiny_vit
+):
     import timm
 
     from fasthmr_ros.models.students import SMALL_STUDENT_HEAD, StudentConfig
@@ -163,7 +159,7 @@ def test_pretrained_backbone_weights_load_from_a_local_file(test_assets, tmp_pat
     body = student.backbone.body.state_dict()
     for name, value in body.items():
         torch.testing.assert_close(value, reference.state_dict()[name], rtol=0, atol=0)
-    vit = build_student(TINY_VIT, teacher)
+    vit = build_student(distill_tiny_vit, teacher)
     with pytest.raises(ValueError, match="timm students only"):
         load_pretrained_backbone(vit, weights)
     with pytest.raises(FileNotFoundError):

@@ -34,13 +34,7 @@ from fasthmr_ros.training.data import (
 from fasthmr_ros.training.distiller import DistillConfig, Distiller, seed_everything
 from fasthmr_ros.training.student_specs import build_student
 
-TINY_VIT = {
-    "kind": "vit",
-    "backbone": {"embed_dim": 32, "depth": 1, "num_heads": 1, "patch_size": 32,
-                 "patch_padding": 0},
-    "head": {"dim": 32, "depth": 1, "heads": 1, "dim_head": 32, "mlp_dim": 32,
-             "context_dim": 32},
-}
+pytestmark = pytest.mark.usefixtures("distill_single_thread")
 #: Every augmentation on, strongly (rotations always), to exercise the label transforms.
 STRONG = AugmentationConfig(rotation_rate=1.0, translation_rate=1.0, rotation_factor_deg=40.0)
 FLIP_OPENGL = np.diag([1.0, -1.0, -1.0])
@@ -161,11 +155,11 @@ def test_samples_without_a_box_are_replaced_by_the_next_labelled_one(tmp_path, t
     np.testing.assert_allclose(item["joints_rel"], joints - joints[:1], atol=1e-6)
 
 
-def test_labelled_distillation_adds_ground_truth_terms(freihand_root, teacher):
+def test_labelled_distillation_adds_ground_truth_terms(freihand_root, teacher, distill_tiny_vit):
     reader = FreiHAND(freihand_root, "training", versions=("gs",))
     dataset = LabelledCrops(reader, teacher.mano.hand_mean.numpy(), seed=0)
     seed_everything(0)
-    student = build_student(TINY_VIT, teacher)
+    student = build_student(distill_tiny_vit, teacher)
     config = DistillConfig(kd="output", steps=2, batch_size=2, warmup_steps=0)
     distiller = Distiller(student, teacher, config)
     metrics = distiller.train_step(stack_items([dataset[(0, 0, 0)], dataset[(0, 1, 2)]]))
@@ -235,9 +229,11 @@ def test_cached_crops_augment_deterministically(footage, tmp_path):
     assert not np.array_equal(first, plain[(9, 0, 1)]["crops"])
 
 
-def test_cli_distills_on_a_freihand_layout(freihand_root, test_assets, tmp_path, capsys):
+def test_cli_distills_on_a_freihand_layout(
+    freihand_root, test_assets, tmp_path, capsys, distill_tiny_vit
+):
     student = tmp_path / "student.json"
-    student.write_text(json.dumps(TINY_VIT))
+    student.write_text(json.dumps(distill_tiny_vit))
     out = tmp_path / "run"
     code = main(["distill", "--teacher", str(test_assets.checkpoint), "--student", str(student),
                  "--dataset", "freihand", "--data", str(freihand_root), "--out", str(out),

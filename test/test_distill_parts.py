@@ -14,7 +14,7 @@ from fasthmr_ros.models.constants import CROP_FOCAL_LENGTH, CROP_SIZE
 from fasthmr_ros.pipeline.camera import crop_camera_translation, project_points
 from fasthmr_ros.pipeline.results import CameraIntrinsics
 from fasthmr_ros.training import scalar_log
-from fasthmr_ros.training.data import StepBatchSampler
+from fasthmr_ros.training.data import StepBatchSampler, TensorCrops
 from fasthmr_ros.training.feature_alignment import (
     FeatureProjection,
     alignment_grid,
@@ -210,3 +210,37 @@ def test_scalar_log_without_tensorboard_warns_once_and_continues(tmp_path, monke
     assert len(warnings) == 1
     assert "pip install" in warnings[0].getMessage()
     assert not (tmp_path / "a").exists()
+
+
+def test_tensor_crops_serve_normalised_crops_as_they_are():
+    crops = torch.randn(3, 3, 256, 256)
+    dataset = TensorCrops(crops)
+    item = dataset[(7, 1, 2)]
+    np.testing.assert_array_equal(item["crops"], crops[2].numpy())
+    assert len(dataset) == 3 and not dataset.labelled
+    with pytest.raises(ValueError, match=r"\(N, 3, 256, 256\)"):
+        TensorCrops(torch.zeros(2, 3, 128, 128))
+
+
+def _imported_packages(path) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return {name.split(".")[1] for name in names
+            if name.startswith("fasthmr_ros.") and name.count(".") >= 1}
+
+
+def test_training_layer_imports_only_downwards_and_only_the_cli_imports_it():
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "fasthmr_ros"
+    for module in (package / "training").glob("*.py"):
+        assert _imported_packages(module) <= {"models", "pipeline", "training"}, module.name
+    for layer in ("models", "pipeline", "engines", "ros"):
+        for module in (package / layer).rglob("*.py"):
+            assert "training" not in _imported_packages(module), module

@@ -30,15 +30,7 @@ from fasthmr_ros.training.distiller import (
 from fasthmr_ros.training.student_specs import HEAD_MEAN_BUFFERS, build_student
 from fasthmr_ros.training.teacher_targets import TeacherTargets, WithTeacherTargets
 
-#: A ViT student far smaller than the test teacher (160 wide, 2 blocks, 16x12 tokens): 32 wide,
-#: one block, 32-pixel patches (8x6 tokens), a one-layer head.
-TINY_VIT = {
-    "kind": "vit",
-    "backbone": {"embed_dim": 32, "depth": 1, "num_heads": 1, "patch_size": 32,
-                 "patch_padding": 0},
-    "head": {"dim": 32, "depth": 1, "heads": 1, "dim_head": 32, "mlp_dim": 32,
-             "context_dim": 32},
-}
+pytestmark = pytest.mark.usefixtures("distill_single_thread")
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +56,15 @@ def footage(tmp_path_factory) -> CropCache:
     )
 
 
-def _student(teacher, seed: int = 0, config: dict = TINY_VIT):
-    seed_everything(seed)
-    return build_student(config, teacher)
+@pytest.fixture()
+def make_student(teacher, distill_tiny_vit):
+    """``make_student(seed=0, config=None)``: a fresh student (the tiny ViT by default)."""
+
+    def make(seed: int = 0, config: dict | None = None):
+        seed_everything(seed)
+        return build_student(config or distill_tiny_vit, teacher)
+
+    return make
 
 
 def _batch(dataset, config: DistillConfig, step: int) -> dict[str, torch.Tensor]:
@@ -74,12 +72,12 @@ def _batch(dataset, config: DistillConfig, step: int) -> dict[str, torch.Tensor]
     return stack_items([dataset[key] for key in sampler.keys(step)])
 
 
-def test_output_distillation_halves_the_error_to_the_teacher(teacher, footage):
+def test_output_distillation_halves_the_error_to_the_teacher(teacher, footage, make_student):
     crops = CachedCrops(footage, augment=False)
     targets = TeacherTargets(_teacher_outputs(teacher, crops), "test")
-    config = DistillConfig(kd="output", steps=100, batch_size=4, lr=3e-3, warmup_steps=10,
+    config = DistillConfig(kd="output", steps=200, batch_size=4, lr=3e-3, warmup_steps=20,
                            eval_every=0)
-    distiller = Distiller(_student(teacher), teacher, config)
+    distiller = Distiller(make_student(), teacher, config)
     validation = validation_batch(crops, range(len(crops)))
     before = distiller.evaluate(validation)["teacher_pa_mpjpe_mm"]
     distiller.fit(WithTeacherTargets(crops, targets), progress=False)
@@ -95,10 +93,10 @@ def _teacher_outputs(teacher, dataset) -> dict[str, np.ndarray]:
 
 
 def test_a_step_keeps_the_teacher_frozen_in_eval_mode_and_trains_the_projection(
-    teacher, footage
+    teacher, footage, make_student
 ):
     config = DistillConfig(kd="both", steps=10, batch_size=2, lr=1e-3, warmup_steps=0)
-    distiller = Distiller(_student(teacher), teacher, config)
+    distiller = Distiller(make_student(), teacher, config)
     teacher_before = copy.deepcopy(teacher.state_dict())
     projection_before = distiller.projection.proj.weight.detach().clone()
     assert distiller.projection.proj.weight.shape[:2] == (32, 160)  # teacher 160 -> student 32
@@ -134,9 +132,9 @@ def test_a_step_keeps_the_teacher_frozen_in_eval_mode_and_trains_the_projection(
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
 
 
-def test_student_checkpoint_holds_the_student_only(teacher, footage, tmp_path):
+def test_student_checkpoint_holds_the_student_only(teacher, footage, tmp_path, make_student):
     config = DistillConfig(kd="both", steps=4, batch_size=2, warmup_steps=0, eval_every=0)
-    student = _student(teacher)
+    student = make_student()
     distiller = Distiller(student, teacher, config, teacher_source="teacher.ckpt")
     distiller.fit(CachedCrops(footage), out_dir=tmp_path, progress=False, test_asset=True)
 
@@ -169,20 +167,20 @@ def test_student_checkpoint_holds_the_student_only(teacher, footage, tmp_path):
     assert "teacher" in state and set(state["teacher"]) == {"source", "fingerprint"}
 
 
-def _run(teacher, dataset, config, steps, seed=0):
-    distiller = Distiller(_student(teacher, seed), teacher, config)
+def _run(make_student, teacher, dataset, config, steps, seed=0):
+    distiller = Distiller(make_student(seed), teacher, config)
     losses = [distiller.train_step(_batch(dataset, config, s))["loss"] for s in steps]
     return distiller, losses
 
 
-def test_resuming_reproduces_the_next_steps_exactly(teacher, footage, tmp_path):
+def test_resuming_reproduces_the_next_steps_exactly(teacher, footage, tmp_path, make_student):
     config = DistillConfig(kd="both", steps=6, batch_size=2, lr=2e-3, warmup_steps=2)
     dataset = CachedCrops(footage, seed=11)  # augmented: the augmentation must repeat too
-    straight, straight_losses = _run(teacher, dataset, config, range(4))
-    first, _ = _run(teacher, dataset, config, range(2))
+    straight, straight_losses = _run(make_student, teacher, dataset, config, range(4))
+    first, _ = _run(make_student, teacher, dataset, config, range(2))
     first.save(tmp_path)
 
-    resumed = Distiller(_student(teacher, seed=123), teacher, config)  # other initial weights
+    resumed = Distiller(make_student(seed=123), teacher, config)  # other initial weights
     resumed.resume(tmp_path / "train_state.pt")
     assert resumed.step == 2
     resumed_losses = [resumed.train_step(_batch(dataset, config, s))["loss"] for s in (2, 3)]
@@ -199,34 +197,37 @@ def test_resuming_reproduces_the_next_steps_exactly(teacher, footage, tmp_path):
     assert resumed.step == config.steps
 
 
-def test_resume_refuses_other_settings_students_and_teachers(teacher, footage, tmp_path):
+def test_resume_refuses_other_settings_students_and_teachers(
+    teacher, footage, tmp_path, make_student, distill_tiny_vit
+):
     config = DistillConfig(kd="output", steps=4, batch_size=2, warmup_steps=0)
-    first, _ = _run(teacher, CachedCrops(footage), config, range(1))
+    first, _ = _run(make_student, teacher, CachedCrops(footage), config, range(1))
     first.save(tmp_path)
     state = read_training_state(tmp_path / "train_state.pt")
 
-    other_lr = Distiller(_student(teacher), teacher, DistillConfig(
+    other_lr = Distiller(make_student(), teacher, DistillConfig(
         kd="output", steps=4, batch_size=2, warmup_steps=0, lr=5e-4))
     with pytest.raises(TrainingStateError, match="lr: saved 0.0001, now 0.0005"):
         other_lr.resume(state)
-    wider = dict(TINY_VIT, backbone=dict(TINY_VIT["backbone"], embed_dim=64, num_heads=2),
-                 head=dict(TINY_VIT["head"], context_dim=64))
+    wider = dict(distill_tiny_vit,
+                 backbone=dict(distill_tiny_vit["backbone"], embed_dim=64, num_heads=2),
+                 head=dict(distill_tiny_vit["head"], context_dim=64))
     with pytest.raises(TrainingStateError, match="another student"):
-        Distiller(_student(teacher, config=wider), teacher, config).resume(state)
+        Distiller(make_student(config=wider), teacher, config).resume(state)
     other_teacher = copy.deepcopy(teacher)
     with torch.no_grad():
         other_teacher.mano_head.deccam.bias.add_(0.1)
     with pytest.raises(TrainingStateError, match="another teacher"):
-        Distiller(_student(teacher), other_teacher, config).resume(state)
+        Distiller(make_student(), other_teacher, config).resume(state)
     longer = DistillConfig(kd="output", steps=8, batch_size=2, warmup_steps=0)
-    Distiller(_student(teacher), teacher, longer).resume(state)  # more steps: allowed
+    Distiller(make_student(), teacher, longer).resume(state)  # more steps: allowed
 
 
-def test_a_timm_student_distils_with_aligned_features(teacher, footage):
+def test_a_timm_student_distils_with_aligned_features(teacher, footage, make_student):
     from fasthmr_ros.models.students import SMALL_STUDENT_HEAD, StudentConfig
 
     config = StudentConfig(backbone="mobilenetv3_small_050", head=SMALL_STUDENT_HEAD)
-    student = _student(teacher, config=config.to_dict())
+    student = make_student(config=config.to_dict())
     channels = student.mano_head.cfg.context_dim
     config = DistillConfig(kd="both", steps=3, batch_size=2, lr=1e-3, warmup_steps=0)
     distiller = Distiller(student, teacher, config)
@@ -241,7 +242,7 @@ def test_a_timm_student_distils_with_aligned_features(teacher, footage):
     assert all(m.training for m in student.backbone.modules())
 
 
-def test_stored_teacher_targets_equal_online_targets(teacher, footage, tmp_path):
+def test_stored_teacher_targets_equal_online_targets(teacher, footage, tmp_path, make_student):
     crops = CachedCrops(footage, augment=False)
     path = tmp_path / "targets.npz"
     stored = TeacherTargets.for_dataset(path, teacher, crops, batch_size=3, device="cpu")
@@ -253,25 +254,25 @@ def test_stored_teacher_targets_equal_online_targets(teacher, footage, tmp_path)
         WithTeacherTargets(CachedCrops(footage, augment=True), stored)
 
     config = DistillConfig(kd="output", steps=2, batch_size=4, warmup_steps=0)
-    distiller = Distiller(_student(teacher), teacher, config)
+    distiller = Distiller(make_student(), teacher, config)
     with_targets = WithTeacherTargets(crops, stored)
     keys = [(0, slot, index) for slot, index in enumerate((0, 3, 5, 7))]
     online, _ = distiller.compute_losses(stack_items([crops[k] for k in keys]))
     offline, _ = distiller.compute_losses(stack_items([with_targets[k] for k in keys]))
     torch.testing.assert_close(offline, online, rtol=1e-5, atol=1e-7)
 
-    feature = Distiller(_student(teacher), teacher, DistillConfig(
+    feature = Distiller(make_student(), teacher, DistillConfig(
         kd="both", steps=2, batch_size=4, warmup_steps=0))
     with pytest.raises(ValueError, match="feature maps"):
         feature.compute_losses(stack_items([with_targets[k] for k in keys]))
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_mixed_precision_step(teacher, footage, device):
+def test_mixed_precision_step(teacher, footage, device, make_student):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA float16 autocast with a gradient scaler needs a GPU; none here")
     config = DistillConfig(kd="both", steps=3, batch_size=2, lr=1e-3, warmup_steps=0, amp=True)
-    student = _student(teacher)
+    student = make_student()
     distiller = Distiller(student, copy.deepcopy(teacher), config, device=device)
     assert distiller.autocast_dtype == (torch.float16 if device == "cuda" else torch.bfloat16)
     assert distiller.scaler.is_enabled() == (device == "cuda")
@@ -285,11 +286,11 @@ def test_mixed_precision_step(teacher, footage, device):
     assert all(p.dtype == torch.float32 for p in student.parameters())  # master weights
 
 
-def test_loader_workers_serve_the_same_batches(teacher, footage):
+def test_loader_workers_serve_the_same_batches(teacher, footage, make_student):
     results = []
     for workers in (0, 1):
         config = DistillConfig(kd="output", steps=2, batch_size=2, warmup_steps=0,
                                workers=workers, eval_every=0)
-        distiller = Distiller(_student(teacher), teacher, config)
+        distiller = Distiller(make_student(), teacher, config)
         results.append(distiller.fit(CachedCrops(footage, seed=2), progress=False)["loss"])
     assert results[0] == results[1]

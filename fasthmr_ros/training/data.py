@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, Sampler
 from fasthmr_ros.models.constants import CROP_SIZE, IMAGE_MEAN, IMAGE_STD, NUM_JOINTS
 from fasthmr_ros.pipeline.augmentation import (
     AugmentationConfig,
+    AugmentationParams,
     augment_sample,
     crop_affine,
     sample_augmentation,
@@ -225,8 +226,6 @@ class LabelledCrops(CropDataset):
 
     def load(self, index: int, rng: np.random.Generator | None) -> Item:
         """Crop, augment (with ``rng``) and label sample ``index``."""
-        from fasthmr_ros.pipeline.augmentation import AugmentationParams
-
         sample = self._sample_with_box(index)
         params = sample_augmentation(self.augmentation, rng) if rng is not None else None
         params = replace(params or AugmentationParams(), flip=sample.side == LEFT)
@@ -460,8 +459,3 @@ def stack_items(items: Sequence[Item]) -> dict[str, torch.Tensor]:
 def validation_batch(dataset: CropDataset, indices: Sequence[int]) -> dict[str, torch.Tensor]:
     """Un-augmented items ``indices`` of ``dataset`` as one batch."""
     return stack_items([dataset.load(i, None) for i in indices])
-
-
-def epochs_for(steps: int, batch_size: int, num_samples: int) -> float:
-    """How many passes over the data ``steps`` batches make."""
-    return steps * batch_size / max(1, num_samples)
