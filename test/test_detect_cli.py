@@ -35,6 +35,20 @@ def test_default_detector_on_a_real_photo(tmp_path, test_assets, capsys):
     assert np.load(out / "people.npz")["vertices"].shape == (2, 778, 3)
 
 
+def test_search_tiles_option_adds_the_small_hand_on_the_knee(tmp_path, test_assets):
+    path = tmp_path / "people.png"
+    cv2.imwrite(str(path), photo("test1.jpg"))
+    out = tmp_path / "out"
+    assert main(["hands", str(path), "--checkpoint", str(test_assets.checkpoint),
+                 "--search-tiles", "--out", str(out)]) == 0
+    hands = json.loads((out / "people.json").read_text())["hands"]
+    by_x = sorted(hands, key=lambda h: h["box"][0])
+    assert [h["side"] for h in by_x] == ["left", "right", "right"]
+    knee = by_x[0]["box"]
+    np.testing.assert_allclose(((knee[0] + knee[2]) / 2, (knee[1] + knee[3]) / 2),
+                               (170, 516), atol=15)
+
+
 def test_default_detector_tracks_hands_through_a_video(tmp_path, test_assets):
     rgb_frames = []
     image = photo("test1.jpg")[:480, :640]
@@ -96,3 +110,4 @@ def test_help_explains_the_detector(capsys):
         main(["hands", "--help"])
     text = capsys.readouterr().out
     assert "--max-hands" in text and "--mirrored" in text and "track_id" in text
+    assert "--search-tiles" in text

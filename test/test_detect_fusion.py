@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fasthmr_ros.pipeline.hand_fusion import (
+    add_unseen_hands,
     containment_matrix,
     fuse_hand_boxes,
     hand_box_from_arm,
@@ -109,3 +110,27 @@ def test_side_conflict_trusts_a_confident_hand_classifier_else_the_arm(palm_scor
     (fused,) = fuse_hand_boxes(palm, pose, palm_side_min_score=0.9)
     assert fused.side == expected
     assert fused.score == pytest.approx(max(palm_score, 0.95))
+
+
+def test_search_adds_only_confident_hands_that_overlap_no_known_hand():
+    found = [box(100, 100, 200, 200, RIGHT, 0.6)]
+    candidates = [
+        box(102, 98, 198, 205, LEFT, 0.99),  # the same hand again, other side: dropped
+        box(130, 120, 170, 160, RIGHT, 0.99),  # inside the known hand (a finger): dropped
+        box(150, 130, 250, 230, LEFT, 0.98),  # interlaced, 35 % of it shared: dropped
+        box(400, 100, 450, 160, LEFT, 0.85),  # new but not confident: dropped
+        box(300, 300, 340, 350, LEFT, 0.95),  # new and confident: kept
+        box(305, 305, 345, 352, RIGHT, 0.97),  # same new hand from another tile, better score
+    ]
+    kept = add_unseen_hands(found, candidates, min_score=0.9, max_overlap=0.25)
+    assert kept[0] is found[0]
+    assert [(b.x1, b.side) for b in kept[1:]] == [(305, RIGHT)]
+
+
+def test_search_overlap_threshold_is_on_the_smaller_box():
+    found = [box(0, 0, 100, 100)]
+    edge = box(80, 0, 180, 100, score=0.95)  # 20 % of either box shared
+    assert len(add_unseen_hands(found, [edge], 0.9, max_overlap=0.25)) == 2
+    assert len(add_unseen_hands(found, [edge], 0.9, max_overlap=0.2)) == 1
+    assert add_unseen_hands([], [], 0.9, 0.25) == []
+    assert len(add_unseen_hands([], [edge], 0.9, 0.25)) == 1

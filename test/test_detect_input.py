@@ -106,6 +106,12 @@ def test_closed_detector_says_so():
         ({"min_detection_confidence": 1.5}, "min_detection_confidence"),
         ({"arm_match_overlap": -0.1}, "arm_match_overlap"),
         ({"pose_box_scale": 0.0}, "pose_box_scale"),
+        ({"search_tile_fraction": 0.0}, "search_tile_fraction"),
+        ({"search_tile_fraction": 1.5}, "search_tile_fraction"),
+        ({"search_tile_overlap": 0.95}, "search_tile_overlap"),
+        ({"search_min_presence": 2.0}, "search_min_presence"),
+        ({"search_min_handedness": -0.5}, "search_min_handedness"),
+        ({"search_max_overlap": 1.5}, "search_max_overlap"),
     ],
 )
 def test_bad_settings_are_rejected(kwargs, message):
@@ -144,3 +150,13 @@ def test_bundled_models_are_all_present():
         "pose_landmark/pose_landmark_full.tflite",
     ):
         assert (modules / relative).is_file(), relative
+
+
+def test_tile_search_handles_one_pixel_thin_strip_and_four_k_grayscale_frames():
+    from fasthmr_ros.pipeline.mediapipe_detector import MediaPipeHandDetector
+
+    with MediaPipeHandDetector(search_tiles=True, use_pose=False) as det:
+        assert det.detect(np.full((1, 1, 3), 128, dtype=np.uint8)) == []
+        assert det.tile_boxes(np.full((63, 900, 3), 128, dtype=np.uint8)) == []
+        assert det.detect(np.full((3, 900, 3), 128, dtype=np.uint8)) == []
+        assert det.detect(np.zeros((2160, 3840), dtype=np.uint8)) == []

@@ -1,7 +1,9 @@
-"""Hand boxes from keypoints and from arm landmarks, and fusion of the two sources.
+"""Hand boxes from keypoints and from arm landmarks, and fusion of the sources of hands.
 
-Pure numpy geometry shared by the MediaPipe detector and the tracker. Boxes follow HaMeR's
-convention: tight around the hand (min/max of the hand keypoints); the crop stage enlarges them.
+Pure numpy geometry shared by the MediaPipe detector and the tracker: boxes from hand keypoints
+or arm landmarks, duplicate suppression, palm/arm fusion, and the rule that admits hands found
+by an extra search pass. Boxes follow HaMeR's convention: tight around the hand (min/max of
+the hand keypoints); the crop stage enlarges them.
 """
 
 from __future__ import annotations
@@ -130,6 +132,32 @@ def suppress_duplicates(boxes: Sequence[HandBox], iou_threshold: float) -> list[
         if kept and iou_matrix(boxes[i].xyxy, boxes_to_array(kept)).max() > iou_threshold:
             continue
         kept.append(boxes[i])
+    return kept
+
+
+def add_unseen_hands(
+    found: Sequence[HandBox],
+    candidates: Sequence[HandBox],
+    min_score: float,
+    max_overlap: float,
+) -> list[HandBox]:
+    """Add the hands of an extra search pass that are confident and new, to ``found``.
+
+    ``candidates`` are taken best score first. One is admitted when its score (for hand
+    landmark boxes, the hand classifier's confidence) reaches ``min_score`` and no box kept so
+    far overlaps it by ``max_overlap`` or more of the smaller box's area
+    (:func:`containment_matrix`). Keep ``max_overlap`` low: the overlap test drops the same
+    hand found again through another window, a part of a hand read as a small hand, and a hand
+    interlaced with one already found, whose fingers the landmark model mixes with the other
+    hand's (its side is then a guess). ``found`` is returned first and unchanged.
+    """
+    kept = list(found)
+    for candidate in sorted(candidates, key=lambda box: -box.score):
+        if candidate.score < min_score:
+            continue
+        if kept and containment_matrix(candidate.xyxy, boxes_to_array(kept)).max() >= max_overlap:
+            continue
+        kept.append(candidate)
     return kept
 
 

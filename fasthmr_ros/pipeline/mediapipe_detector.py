@@ -12,6 +12,14 @@ Tasks API would need separately downloaded ``.task`` bundles):
   for the palm detector. Such a box with no palm match is looked at again through a crop, where
   the hand is large enough for the hand landmark model.
 
+An optional tile search (``search_tiles``) runs palm detection + hand landmarks again on
+overlapping square tiles of the frame: the palm detector sees the whole frame at 192x192, so
+a hand far from the camera may be too small for it, but not inside a tile. Each tile pass costs
+about as much as the full-frame pass, so the search is off by default. What it finds is
+admitted only when confirmed by the hand landmark model (a strict hand-presence threshold and
+a confident hand classifier) and when it overlaps no hand already found
+(:func:`~fasthmr_ros.pipeline.hand_fusion.add_unseen_hands`).
+
 Sides: MediaPipe's handedness label assumes a mirrored (selfie) image, so for an ordinary,
 unmirrored camera the hand is the opposite one. The pose model's left/right are the person's
 own sides as seen in the image, so they flip for mirrored input. ``mirrored_input`` selects the
@@ -29,6 +37,7 @@ import cv2
 import numpy as np
 
 from fasthmr_ros.pipeline.hand_fusion import (
+    add_unseen_hands,
     fuse_hand_boxes,
     hand_box_from_arm,
     hand_box_from_keypoints,
@@ -36,6 +45,7 @@ from fasthmr_ros.pipeline.hand_fusion import (
     suppress_duplicates,
 )
 from fasthmr_ros.pipeline.results import LEFT, RIGHT, HandBox
+from fasthmr_ros.pipeline.tiling import square_tiles
 
 #: BlazePose landmark ids of (wrist, pinky knuckle, index knuckle, thumb) for each arm.
 POSE_ARM_LANDMARKS: dict[str, tuple[int, int, int, int]] = {
@@ -44,8 +54,15 @@ POSE_ARM_LANDMARKS: dict[str, tuple[int, int, int, int]] = {
 }
 #: Crop side (in tight-box sides) used to look again at a pose box the palm detector missed.
 REFINE_CROP_SCALE = 2.5
-#: Smallest refine crop in pixels; a smaller crop is upsampled to this size.
+#: Smallest refine crop or search tile in pixels; a smaller one is upsampled to this size.
 REFINE_MIN_CROP = 128
+#: Shortest frame side the tile search works on: a thinner strip would be cut into very many
+#: tiny tiles, none with room for a hand and the context the hand models need.
+MIN_SEARCH_FRAME_SIDE = 64
+#: Side of the palm detector's square input (full and lite models): frames no larger than
+#: this are already seen at full resolution, so the tile search skips them, and its tiles
+#: are never smaller (a smaller tile would only be upsampled).
+PALM_DETECTOR_INPUT = 192
 
 _HAND_MODELS = {0: "hand_landmark_lite.tflite", 1: "hand_landmark_full.tflite"}
 _PALM_MODELS = {0: "palm_detection_lite.tflite", 1: "palm_detection_full.tflite"}
@@ -129,6 +146,18 @@ class MediaPipeHandDetector:
         min_arm_visibility: pose visibility a wrist and its knuckles need to make a box.
         pose_model_complexity: pose landmark model; only 1 (full) is bundled in 0.10.18.
         refine_pose_hands: look again, through a crop, at arm boxes the palm detector missed.
+        search_tiles: also search overlapping square tiles of the frame for hands too small
+            for the full-frame pass (costs about one full-frame pass per tile: 12 tiles on a
+            640x480 frame with the default tile settings).
+        search_tile_fraction: tile side as a fraction of the frame's shorter side; a hand is
+            found reliably when it spans at least about a third of a tile.
+        search_tile_overlap: least overlap of neighbouring tiles, as a fraction of the side.
+        search_min_presence: hand-presence threshold of the hand landmark model for hands
+            found in tiles (strict: most of what a zoomed-in palm detector adds is not a hand).
+        search_min_handedness: hand-classifier score a hand found in a tile needs.
+        search_max_overlap: a hand found in a tile is dropped when it overlaps a hand already
+            found by this share of the smaller box (same hand, part of it, or an interlaced
+            hand whose side the landmark model cannot read).
         mirrored_input: frames are mirrored (selfie view) rather than from an ordinary camera.
         video_mode: let MediaPipe track landmarks from the previous frame (faster on streams;
             frames must then be consecutive images of one camera).
@@ -152,6 +181,12 @@ class MediaPipeHandDetector:
         min_arm_visibility: float = 0.5,
         pose_model_complexity: int = 1,
         refine_pose_hands: bool = True,
+        search_tiles: bool = False,
+        search_tile_fraction: float = 0.5,
+        search_tile_overlap: float = 0.25,
+        search_min_presence: float = 0.9,
+        search_min_handedness: float = 0.9,
+        search_max_overlap: float = 0.25,
         mirrored_input: bool = False,
         video_mode: bool = False,
         duplicate_iou: float = 0.5,
@@ -171,6 +206,12 @@ class MediaPipeHandDetector:
             )
         if pose_box_scale <= 0:
             raise ValueError(f"pose_box_scale must be positive, got {pose_box_scale}")
+        if not 0.0 < search_tile_fraction <= 1.0:
+            raise ValueError(
+                f"search_tile_fraction must be in (0, 1], got {search_tile_fraction}"
+            )
+        if not 0.0 <= search_tile_overlap <= 0.9:
+            raise ValueError(f"search_tile_overlap must be in [0, 0.9], got {search_tile_overlap}")
         self.max_hands = int(max_hands)
         self.min_detection_confidence = _check_unit(
             "min_detection_confidence", min_detection_confidence
@@ -190,6 +231,12 @@ class MediaPipeHandDetector:
         self.mirrored_input = bool(mirrored_input)
         self.video_mode = bool(video_mode)
         self.pose_box_scale = float(pose_box_scale)
+        self.search_tiles = bool(search_tiles)
+        self.search_tile_fraction = float(search_tile_fraction)
+        self.search_tile_overlap = float(search_tile_overlap)
+        self.search_min_presence = _check_unit("search_min_presence", search_min_presence)
+        self.search_min_handedness = _check_unit("search_min_handedness", search_min_handedness)
+        self.search_max_overlap = _check_unit("search_max_overlap", search_max_overlap)
 
         _require_bundled(f"palm_detection/{_PALM_MODELS[self.hand_model_complexity]}")
         _require_bundled(f"hand_landmark/{_HAND_MODELS[self.hand_model_complexity]}")
@@ -209,6 +256,15 @@ class MediaPipeHandDetector:
         )
         self._pose: Any = None
         self._refiner: Any = None
+        self._searcher: Any = None
+        if self.search_tiles:
+            self._searcher = mp_hands.Hands(
+                static_image_mode=True,
+                max_num_hands=self.max_hands,
+                model_complexity=self.hand_model_complexity,
+                min_detection_confidence=self.min_detection_confidence,
+                min_tracking_confidence=self.search_min_presence,
+            )
         if self.use_pose:
             self._pose = mp_pose.Pose(
                 static_image_mode=not self.video_mode,
@@ -237,6 +293,10 @@ class MediaPipeHandDetector:
         self._check_open()
         rgb = as_rgb_uint8(image_rgb)
         palm = self._palm_boxes(self._hands, rgb, offset=(0.0, 0.0), scale=1.0)
+        if self._searcher is not None:
+            palm = add_unseen_hands(
+                palm, self._tile_boxes(rgb), self.search_min_handedness, self.search_max_overlap
+            )
         if self._pose is None:
             return palm[: self.max_hands]
         arms = self._arm_boxes(rgb)
@@ -254,6 +314,18 @@ class MediaPipeHandDetector:
         self._check_open()
         return self._palm_boxes(self._hands, as_rgb_uint8(image_rgb), (0.0, 0.0), 1.0)
 
+    def tile_boxes(self, image_rgb: np.ndarray) -> list[HandBox]:
+        """Every hand the tile search finds, before it is checked against other hands.
+
+        For diagnosis; needs ``search_tiles``. Duplicates from overlapping tiles are kept.
+        """
+        self._check_open()
+        if self._searcher is None:
+            raise RuntimeError(
+                "tile boxes need the tile search: create the detector with search_tiles=True"
+            )
+        return self._tile_boxes(as_rgb_uint8(image_rgb))
+
     def arm_boxes(self, image_rgb: np.ndarray) -> list[HandBox]:
         """Hand boxes hung on the arms of the pose model alone (for diagnosis)."""
         self._check_open()
@@ -263,10 +335,10 @@ class MediaPipeHandDetector:
 
     def close(self) -> None:
         """Release the MediaPipe graphs."""
-        for graph in (self._hands, self._pose, self._refiner):
+        for graph in (self._hands, self._pose, self._refiner, self._searcher):
             if graph is not None:
                 graph.close()
-        self._hands = self._pose = self._refiner = None
+        self._hands = self._pose = self._refiner = self._searcher = None
 
     def __enter__(self) -> MediaPipeHandDetector:
         return self
@@ -347,13 +419,31 @@ class MediaPipeHandDetector:
         x1, y1 = (int(max(0.0, np.floor(c - half))) for c in centre)
         x2 = int(min(width, np.ceil(centre[0] + half)))
         y2 = int(min(height, np.ceil(centre[1] + half)))
+        found = self._boxes_in_window(self._refiner, rgb, (x1, y1, x2, y2))
+        return [found[i] for i, _ in match_boxes(found, [arm], self.arm_match_overlap)]
+
+    def _tile_boxes(self, rgb: np.ndarray) -> list[HandBox]:
+        """Hands found by the search graph in each tile of the frame, in frame pixels."""
+        height, width = rgb.shape[:2]
+        if max(height, width) <= PALM_DETECTOR_INPUT or min(height, width) < MIN_SEARCH_FRAME_SIDE:
+            return []
+        tiles = square_tiles(
+            height, width, self.search_tile_fraction, self.search_tile_overlap,
+            min_side=PALM_DETECTOR_INPUT,
+        )
+        return [
+            box for tile in tiles for box in self._boxes_in_window(self._searcher, rgb, tile.xyxy)
+        ]
+
+    def _boxes_in_window(
+        self, graph: Any, rgb: np.ndarray, window: tuple[int, int, int, int]
+    ) -> list[HandBox]:
+        """Run a hands graph on ``rgb[y1:y2, x1:x2]``, upsampled to at least REFINE_MIN_CROP."""
+        x1, y1, x2, y2 = window
         if x2 - x1 < 2 or y2 - y1 < 2:
             return []
         crop = rgb[y1:y2, x1:x2]
         scale = max(1.0, REFINE_MIN_CROP / min(crop.shape[:2]))
         if scale > 1.0:
             crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
-        found = self._palm_boxes(
-            self._refiner, np.ascontiguousarray(crop), offset=(x1, y1), scale=scale
-        )
-        return [found[i] for i, _ in match_boxes(found, [arm], self.arm_match_overlap)]
+        return self._palm_boxes(graph, np.ascontiguousarray(crop), offset=(x1, y1), scale=scale)
