@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from fasthmr_ros.cli.hands import add_detector_options
 from fasthmr_ros.cli.main import CommandError
 
 DATASETS = ("folder", "freihand", "ho3d")
@@ -104,20 +105,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     data.add_argument("--side", choices=("left", "right"), help="hand side for --full-frame")
     data.add_argument(
-        "--max-hands", type=int, default=4, metavar="N",
-        help="detector (no --boxes / --full-frame): most hands per frame (default 4)",
-    )
-    data.add_argument(
-        "--detection-threshold", type=float, default=0.5, metavar="P",
-        help="detector: palm, hand and person confidence threshold (default 0.5)",
-    )
-    data.add_argument(
-        "--mirrored", action="store_true", help="detector: footage is mirrored (selfie view)"
-    )
-    data.add_argument(
-        "--no-pose", action="store_true", help="detector: hand models only (faster)"
-    )
-    data.add_argument(
         "--frame-step", type=int, default=1, metavar="N", help="use every N-th video frame"
     )
     data.add_argument(
@@ -135,6 +122,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument(
         "--val-size", type=int, default=64, metavar="N",
         help="crops held out to measure the student (at most a fifth of the data)",
+    )
+
+    add_detector_options(
+        parser.add_argument_group("hand detector (folders without --boxes / --full-frame)")
     )
 
     train = parser.add_argument_group("training")
@@ -387,7 +378,7 @@ def _folder_dataset(args: argparse.Namespace, out_dir: Path, augment: bool) -> A
             boxes = detector_boxes(make_detector(args))
             box_source = f"full-frame:{args.side}" if args.full_frame else (
                 f"mediapipe:max_hands={args.max_hands}:threshold={args.detection_threshold}:"
-                f"mirrored={args.mirrored}:pose={not args.no_pose}"
+                f"mirrored={args.mirrored}:pose={not args.no_pose}:tiles={args.search_tiles}"
             )
     except (FileNotFoundError, ValueError) as exc:
         raise CommandError(str(exc)) from None

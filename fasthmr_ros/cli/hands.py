@@ -93,26 +93,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="each input is already cropped to one hand (needs --side)",
     )
     parser.add_argument("--side", choices=SIDES, help="hand side for --full-frame")
-    detector = parser.add_argument_group("hand detector (when no --boxes / --full-frame)")
-    detector.add_argument(
-        "--max-hands", type=int, default=4, metavar="N", help="most hands per frame (default 4)"
-    )
-    detector.add_argument(
-        "--detection-threshold", type=float, default=0.5, metavar="P",
-        help="palm, hand and person confidence threshold in [0, 1] (default 0.5)",
-    )
-    detector.add_argument(
-        "--mirrored", action="store_true",
-        help="inputs are mirrored (selfie view): flips the side convention",
-    )
-    detector.add_argument(
-        "--no-pose", action="store_true",
-        help="hand models only: faster, but no hands found from the arms of a body",
-    )
-    detector.add_argument(
-        "--search-tiles", action="store_true",
-        help="also search overlapping tiles of each frame for small, far hands (about 12 "
-        "extra hand-model passes per 640x480 frame: for photos rather than live streams)",
+    add_detector_options(
+        parser.add_argument_group("hand detector (when no --boxes / --full-frame)")
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     camera = parser.add_argument_group(
@@ -136,6 +118,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
              "(FreiHAND's evaluation images: --full-frame --side right, in file order)",
     )
     parser.set_defaults(func=_run)
+
+
+def add_detector_options(group: argparse._ArgumentGroup) -> None:
+    """Add the MediaPipe detector's options (shared with ``fasthmr distill``)."""
+    group.add_argument(
+        "--max-hands", type=int, default=4, metavar="N", help="most hands per frame (default 4)"
+    )
+    group.add_argument(
+        "--detection-threshold", type=float, default=0.5, metavar="P",
+        help="palm, hand and person confidence threshold in [0, 1] (default 0.5)",
+    )
+    group.add_argument(
+        "--mirrored", action="store_true",
+        help="inputs are mirrored (selfie view): flips the side convention",
+    )
+    group.add_argument(
+        "--no-pose", action="store_true",
+        help="hand models only: faster, but no hands found from the arms of a body",
+    )
+    group.add_argument(
+        "--search-tiles", action="store_true",
+        help="also search overlapping tiles of each frame for small, far hands (about 12 "
+        "extra hand-model passes per 640x480 frame: for photos rather than live streams)",
+    )
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -178,8 +184,8 @@ def _intrinsics(args: argparse.Namespace, width: int, height: int) -> CameraIntr
 def make_detector(args: argparse.Namespace) -> HandDetector:
     """The frame-by-frame box source: full frame or the MediaPipe detector.
 
-    Reads ``full_frame``, ``side``, ``max_hands``, ``detection_threshold``, ``no_pose`` and
-    ``mirrored`` from ``args`` (``fasthmr distill`` shares these options).
+    Reads ``full_frame``, ``side`` and the options of :func:`add_detector_options` from
+    ``args`` (``fasthmr distill`` shares them).
     """
     if args.full_frame:
         return FullFrameBoxes(args.side)
