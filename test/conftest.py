@@ -19,3 +19,31 @@ def hand_regressor(test_assets: TestAssets):
     from fasthmr_ros import load_hand_regressor
 
     return load_hand_regressor(test_assets.checkpoint)
+
+
+@pytest.fixture()
+def distill_single_thread():
+    """Run torch on one thread for the test (tiny training models).
+
+    Tiny networks gain nothing from a second thread, and on a busy shared machine every
+    OpenMP region then waits for a descheduled thread (10x slower steps measured).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def distill_tiny_vit() -> dict:
+    """A ViT student configuration far smaller than the test teacher (160 wide, 16x12 tokens):
+    32 wide, one block, 32-pixel patches (8x6 tokens), a one-layer head."""
+    return {
+        "kind": "vit",
+        "backbone": {"embed_dim": 32, "depth": 1, "num_heads": 1, "patch_size": 32,
+                     "patch_padding": 0},
+        "head": {"dim": 32, "depth": 1, "heads": 1, "dim_head": 32, "mlp_dim": 32,
+                 "context_dim": 32},
+    }

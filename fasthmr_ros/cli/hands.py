@@ -93,26 +93,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="each input is already cropped to one hand (needs --side)",
     )
     parser.add_argument("--side", choices=SIDES, help="hand side for --full-frame")
-    detector = parser.add_argument_group("hand detector (when no --boxes / --full-frame)")
-    detector.add_argument(
-        "--max-hands", type=int, default=4, metavar="N", help="most hands per frame (default 4)"
-    )
-    detector.add_argument(
-        "--detection-threshold", type=float, default=0.5, metavar="P",
-        help="palm, hand and person confidence threshold in [0, 1] (default 0.5)",
-    )
-    detector.add_argument(
-        "--mirrored", action="store_true",
-        help="inputs are mirrored (selfie view): flips the side convention",
-    )
-    detector.add_argument(
-        "--no-pose", action="store_true",
-        help="hand models only: faster, but no hands found from the arms of a body",
-    )
-    detector.add_argument(
-        "--search-tiles", action="store_true",
-        help="also search overlapping tiles of each frame for small, far hands (about 12 "
-        "extra hand-model passes per 640x480 frame: for photos rather than live streams)",
+    add_detector_options(
+        parser.add_argument_group("hand detector (when no --boxes / --full-frame)")
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     camera = parser.add_argument_group(
@@ -129,7 +111,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-frames", type=int, metavar="N", help="stop after N frames (useful with cameras)"
     )
+    parser.add_argument(
+        "--freihand-pred", metavar="FILE",
+        help="also write FreiHAND's pred.json ([joints N x 21 x 3, vertices N x 778 x 3], "
+             "metres, camera frame) for 'fasthmr eval'; every frame must hold exactly one hand "
+             "(FreiHAND's evaluation images: --full-frame --side right, in file order)",
+    )
     parser.set_defaults(func=_run)
+
+
+def add_detector_options(group: argparse._ArgumentGroup) -> None:
+    """Add the MediaPipe detector's options (shared with ``fasthmr distill``)."""
+    group.add_argument(
+        "--max-hands", type=int, default=4, metavar="N", help="most hands per frame (default 4)"
+    )
+    group.add_argument(
+        "--detection-threshold", type=float, default=0.5, metavar="P",
+        help="palm, hand and person confidence threshold in [0, 1] (default 0.5)",
+    )
+    group.add_argument(
+        "--mirrored", action="store_true",
+        help="inputs are mirrored (selfie view): flips the side convention",
+    )
+    group.add_argument(
+        "--no-pose", action="store_true",
+        help="hand models only: faster, but no hands found from the arms of a body",
+    )
+    group.add_argument(
+        "--search-tiles", action="store_true",
+        help="also search overlapping tiles of each frame for small, far hands (about 12 "
+        "extra hand-model passes per 640x480 frame: for photos rather than live streams)",
+    )
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -169,8 +181,12 @@ def _intrinsics(args: argparse.Namespace, width: int, height: int) -> CameraIntr
         raise CommandError(str(exc)) from None
 
 
-def _make_detector(args: argparse.Namespace) -> HandDetector:
-    """The frame-by-frame box source: full frame or the MediaPipe detector."""
+def make_detector(args: argparse.Namespace) -> HandDetector:
+    """The frame-by-frame box source: full frame or the MediaPipe detector.
+
+    Reads ``full_frame``, ``side`` and the options of :func:`add_detector_options` from
+    ``args`` (``fasthmr distill`` shares them).
+    """
     if args.full_frame:
         return FullFrameBoxes(args.side)
     try:
@@ -289,6 +305,18 @@ def save_frame(
         raise CommandError(f"cannot write {out_dir / f'{name}_overlay.png'}")
 
 
+def write_freihand_predictions(
+    path: Path, joints: list[np.ndarray], vertices: list[np.ndarray]
+) -> None:
+    """Write ``[joints (N, 21, 3), vertices (N, 778, 3)]`` in metres as FreiHAND's pred.json."""
+    payload = [
+        np.asarray(joints, dtype=np.float64).reshape(-1, 21, 3).tolist(),
+        np.asarray(vertices, dtype=np.float64).reshape(-1, 778, 3).tolist(),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload))
+
+
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -298,7 +326,7 @@ def _run(args: argparse.Namespace) -> int:
         boxes = JsonBoxes.load(args.boxes) if args.boxes else None
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    detector = None if boxes is not None else _make_detector(args)
+    detector = None if boxes is not None else make_detector(args)
     tracker = HandTracker()
     out_dir = Path(args.out)
     try:
@@ -318,6 +346,8 @@ def _run(args: argparse.Namespace) -> int:
     count = hand_count = matched = 0
     detect_ms = 0.0
     sums = StageTimings()
+    pred_joints: list[np.ndarray] = []
+    pred_vertices: list[np.ndarray] = []
     with tqdm(total=total, unit="frame", desc="hands") as progress:
         for frame in _frames(frames):
             height, width = frame.image_bgr.shape[:2]
@@ -335,6 +365,14 @@ def _run(args: argparse.Namespace) -> int:
             hands = pipeline.process(rgb, hand_boxes, camera)
             for hand, track_id in zip(hands, track_ids, strict=True):
                 hand.track_id = track_id
+            if args.freihand_pred:
+                if len(hands) != 1:
+                    raise CommandError(
+                        f"frame {key} has {len(hands)} hands; --freihand-pred needs exactly one "
+                        "per frame (one box per image, or --full-frame --side right)"
+                    )
+                pred_joints.append(hands[0].joints)
+                pred_vertices.append(hands[0].vertices)
             t = pipeline.timings
             sums.crop_ms += t.crop_ms
             sums.network_ms += t.network_ms
@@ -349,6 +387,9 @@ def _run(args: argparse.Namespace) -> int:
             if args.max_frames is not None and count >= args.max_frames:
                 break
 
+    if args.freihand_pred:
+        write_freihand_predictions(Path(args.freihand_pred), pred_joints, pred_vertices)
+        print(f"FreiHAND predictions for {len(pred_joints)} frames -> {args.freihand_pred}")
     if boxes is not None and matched == 0:
         LOG.warning("no frame matched a key of %s (keys: %s...)", args.boxes,
                     ", ".join(list(boxes.frames)[:5]))

@@ -11,14 +11,21 @@ from collections.abc import Sequence
 # Each entry is a module in this package with ``register(subparsers)``; the parser it adds
 # must set ``func`` (called with the parsed namespace, returning an exit code).
 COMMAND_MODULES: tuple[str, ...] = (
-    "assets",
-    "evaluate",
-    "convert_mano",
+    # run
     "hands",
-    "engine",
     "node",
     "publish_images",
     "bag",
+    # model files
+    "assets",
+    "convert_mano",
+    # acceleration
+    "export",
+    "engine",
+    "bench",
+    # training and evaluation
+    "distill",
+    "evaluate",
 )
 
 

@@ -81,7 +81,7 @@ def fingerprint(regressor: HandMeshRegressor, input_scale: float = 1.0) -> str:
         digest.update(name.encode())
         data = tensor.detach().to("cpu").contiguous()
         digest.update(str(data.dtype).encode() + str(tuple(data.shape)).encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

@@ -48,8 +48,8 @@ DEFAULT_PROVIDERS: dict[str, tuple[str, ...]] = {
     "cuda": ("tensorrt", "cuda", "cpu"),
 }
 #: Options :func:`create_onnxruntime_runner` accepts.
-OPTIONS = ("onnx_path", "providers", "input_scale", "threads", "cache_dir", "trt_cache_dir",
-           "progress")
+OPTIONS = ("onnx_path", "providers", "input_scale", "threads", "spinning", "cache_dir",
+           "trt_cache_dir", "progress")
 
 
 def provider_name(name: str) -> str:
@@ -128,6 +128,7 @@ class OnnxRuntimeRunner:
         device: str | torch.device = "cpu",
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        spinning: bool = False,
         trt_cache_dir: str | Path | None = None,
     ) -> None:
         import onnxruntime as ort
@@ -149,6 +150,10 @@ class OnnxRuntimeRunner:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = int(threads)
+        # Idle worker threads spin by default, taking CPU from PyTorch (MANO, other models)
+        # in the same process; off unless asked for.
+        options.add_session_config_entry("session.intra_op.allow_spinning",
+                                         "1" if spinning else "0")
         self.session = ort.InferenceSession(
             str(self.onnx_path),
             sess_options=options,
@@ -208,7 +213,9 @@ def create_onnxruntime_runner(
 
     Options: ``onnx_path`` (an exported graph; without it the regressor is exported once into
     ``cache_dir``, see :func:`~fasthmr_ros.engines.onnx_export.cached_export`), ``input_scale``
-    (for that export), ``providers``, ``threads`` (intra-op threads), ``trt_cache_dir``
+    (for that export), ``providers``, ``threads`` (intra-op threads), ``spinning`` (let idle
+    worker threads spin: lower latency, but they take CPU from everything else in the process;
+    default off), ``trt_cache_dir``
     (TensorRT provider engine cache), ``progress``.
     """
     reject_unknown_options("onnxruntime", options, OPTIONS)
@@ -230,6 +237,7 @@ def create_onnxruntime_runner(
         device=device,
         providers=options.get("providers"),
         threads=options.get("threads"),
+        spinning=bool(options.get("spinning", False)),
         trt_cache_dir=options.get("trt_cache_dir"),
     )
 

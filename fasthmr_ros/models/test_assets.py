@@ -114,7 +114,11 @@ def random_hand_regressor(
 ) -> HandMeshRegressor:
     """A regressor with random weights whose outputs stay near HaMeR's mean hand."""
     torch.manual_seed(seed)
-    model = build_hand_regressor(config, mano)
+    return init_near_mean_hand(build_hand_regressor(config, mano))
+
+
+def init_near_mean_hand(model: HandMeshRegressor) -> HandMeshRegressor:
+    """Shrink the random decoders of ``model`` so its outputs stay near HaMeR's mean hand."""
     head = model.mano_head
     with torch.no_grad():
         head.init_hand_pose[0, :6] = torch.tensor(MEAN_GLOBAL_ORIENT_6D)

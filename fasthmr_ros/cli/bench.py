@@ -1,0 +1,133 @@
+"""``fasthmr bench``: per-stage latency over model x engine x precision x batch x input scale."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TypeVar
+
+from fasthmr_ros.cli.main import CommandError
+
+T = TypeVar("T")
+
+
+def _listed(kind: Callable[[str], T], what: str) -> Callable[[str], list[T]]:
+    """An argparse type for comma-separated lists of ``kind``."""
+
+    def parse(text: str) -> list[T]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"empty list of {what}")
+        try:
+            return [kind(item) for item in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad list of {what}: {text!r}") from None
+
+    return parse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` sub-command."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure per-stage latency of models, engines, precisions and batch sizes",
+        description=(
+            "Time decode, crop, network, MANO and post-processing for every combination of "
+            "--models x --engines x --precisions x --input-scales x --batches on a synthetic "
+            "640x480 frame (warm-up first, GPU synchronised around each stage; median, p90, "
+            "p99). Prints a markdown table; --json and --plot write the full results and a PNG. "
+            "Speed-ups compare variants of the same run against the first measured variant (or "
+            "--baseline). Combinations an engine cannot run (fp16 on CPU, ...) are listed as "
+            "skipped with the reason. Example: fasthmr bench --models teacher,"
+            "mobilenetv3_large_100 --engines torch,onnxruntime --batches 1,4 --json bench.json "
+            "--plot bench.png"
+        ),
+    )
+    parser.add_argument(
+        "--models",
+        type=_listed(str, "models"),
+        default=["small"],
+        help="comma-separated: 'teacher' (ViT-H, random weights unless teacher=CHECKPOINT), "
+        "'small' (tiny test model), a timm student backbone (mobilenetv3_large_100, "
+        "mobilevit_s, resnet50, convnext_large, ...: random weights) or a checkpoint path "
+        "(NAME=PATH to label it); default small",
+    )
+    parser.add_argument("--engines", type=_listed(str, "engines"), default=["torch"],
+                        help="comma-separated: torch, onnxruntime, tensorrt (default torch)")
+    parser.add_argument("--precisions", type=_listed(str, "precisions"), default=["fp32"],
+                        help="comma-separated: fp32, fp16, bf16 (default fp32)")
+    parser.add_argument("--batches", type=_listed(int, "batch sizes"), default=[1],
+                        help="comma-separated hands per frame, e.g. 1,2,8 (default 1)")
+    parser.add_argument(
+        "--input-scales",
+        type=_listed(float, "input scales"),
+        default=[1.0],
+        help="comma-separated backbone resolutions relative to 256x192, e.g. 1,0.75 (training-"
+        "free speed-up; the table's output change column shows its effect; default 1)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up frames (default 3)")
+    parser.add_argument("--iterations", type=int, default=20,
+                        help="timed frames per variant (default 20)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for PyTorch and ONNX Runtime (default: their own)")
+    parser.add_argument("--mano-dir", help="MANO folder for checkpoints that need one")
+    parser.add_argument("--cache-dir",
+                        help="folder for exported ONNX graphs (default ~/.cache/fasthmr_ros)")
+    parser.add_argument("--baseline", help="variant label the speed-ups refer to "
+                        "(e.g. teacher/torch/fp32/b1; default: the first measured)")
+    parser.add_argument("--json", metavar="FILE", help="write the full results as JSON")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
+    parser.add_argument("--plot", metavar="FILE", help="write a PNG plot (needs matplotlib)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and write its outputs."""
+    import torch
+
+    from fasthmr_ros.engines.base import EngineError
+    from fasthmr_ros.engines.benchmark import (
+        markdown_table,
+        run_benchmark,
+        write_json,
+        write_plot,
+    )
+    from fasthmr_ros.models.checkpoint import CheckpointError
+
+    engine_options: dict[str, dict] = {"onnxruntime": {}}
+    if args.threads:
+        if args.threads < 1:
+            raise CommandError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+        engine_options["onnxruntime"]["threads"] = args.threads
+    if args.cache_dir:
+        engine_options["onnxruntime"]["cache_dir"] = args.cache_dir
+    try:
+        report = run_benchmark(
+            args.models, args.engines, args.precisions, args.batches, args.input_scales,
+            device=args.device, warmup=args.warmup, iterations=args.iterations,
+            mano_dir=args.mano_dir, engine_options=engine_options, baseline=args.baseline,
+        )
+    except (EngineError, CheckpointError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    table = markdown_table(report)
+    print(table)
+    try:
+        if args.markdown:
+            with open(args.markdown, "w", encoding="utf-8") as stream:
+                stream.write(table)
+            print(f"table: {args.markdown}")
+        if args.json:
+            print(f"json: {write_json(report, args.json)}")
+        if args.plot:
+            print(f"plot: {write_plot(report, args.plot)}")
+    except ImportError as exc:
+        raise CommandError(f"--plot needs matplotlib ({exc}); pip install matplotlib") from None
+    except OSError as exc:
+        raise CommandError(f"cannot write the results: {exc}") from None
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if not report.measured():
+        raise CommandError("every variant was skipped (see the list above)")
+    return 0

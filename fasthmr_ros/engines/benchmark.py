@@ -1,0 +1,561 @@
+"""Per-stage latency of the hand path over model x engine x precision x batch x input scale.
+
+Every variant processes the same synthetic 640x480 frame with ``batch`` hand boxes through the
+stages a node runs, each timed separately (with ``torch.cuda.synchronize`` on a GPU):
+
+* ``decode``: JPEG bytes to an RGB frame (OpenCV), as for a compressed image topic;
+* ``crop``: the pipeline's crops of every box into one ``(B, 3, 256, 256)`` batch, on the device;
+* ``network``: the engine (backbone + head);
+* ``mano``: MANO in PyTorch;
+* ``post``: outputs to host arrays and to camera-frame :class:`HandResult` objects.
+
+Detection and message serialisation join this list when their modules exist. Statistics are
+median / p90 / p99 / mean over the timed iterations after a warm-up. Ratios (speed-ups) compare
+variants of the same run only; ``output_change_mm`` is the largest vertex difference to the
+same model's torch fp32 full-resolution run on the same crops (it measures numerical change,
+not accuracy: with random weights it says nothing about accuracy).
+
+Model names: ``teacher`` (HaMeR's ViT-H with random weights built in memory, or a checkpoint
+given with ``name=PATH``), ``small`` (the tiny test configuration), any timm name (a student
+with HaMeR's head and random weights) or a checkpoint path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fasthmr_ros.engines.base import EngineError, EngineRegressor, create_engine, parse_device
+from fasthmr_ros.models.regressor import HandMeshRegressor
+
+#: Stages timed for every variant, in pipeline order.
+STAGES: tuple[str, ...] = ("decode", "crop", "network", "mano", "post")
+#: Size of the synthetic frame.
+FRAME_SIZE: tuple[int, int] = (640, 480)
+#: Models built in memory by name (besides timm student names and checkpoint paths).
+BUILTIN_MODELS: tuple[str, ...] = ("teacher", "small")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One benchmarked combination."""
+
+    model: str
+    engine: str
+    precision: str
+    batch: int
+    input_scale: float = 1.0
+
+    @property
+    def label(self) -> str:
+        """Short human-readable name, e.g. ``teacher/onnxruntime/fp32/b1``."""
+        scale = "" if self.input_scale == 1.0 else f"/s{self.input_scale:g}"
+        return f"{self.model}/{self.engine}/{self.precision}/b{self.batch}{scale}"
+
+
+@dataclass
+class StageStats:
+    """Latency statistics of one stage in milliseconds."""
+
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    samples: int
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float]) -> StageStats:
+        """Summarise raw samples (at least one)."""
+        values = np.asarray(samples_ms, dtype=np.float64)
+        if values.size == 0:
+            raise ValueError("no samples to summarise")
+        return cls(
+            median_ms=float(np.median(values)),
+            p90_ms=float(np.percentile(values, 90)),
+            p99_ms=float(np.percentile(values, 99)),
+            mean_ms=float(values.mean()),
+            samples=int(values.size),
+        )
+
+
+@dataclass
+class VariantResult:
+    """Measurements of one variant (or why it was skipped)."""
+
+    variant: Variant
+    engine_name: str = ""
+    stages: dict[str, StageStats] = field(default_factory=dict)
+    setup_s: float = 0.0
+    output_change_mm: float | None = None
+    skipped: str | None = None
+    speedup_network: float | None = None
+    speedup_total: float | None = None
+
+    @property
+    def total_ms(self) -> float:
+        """Sum of the stage medians (one frame with ``batch`` hands)."""
+        return sum(s.median_ms for s in self.stages.values())
+
+    @property
+    def network_per_crop_ms(self) -> float:
+        """Median network latency divided by the batch size."""
+        return self.stages["network"].median_ms / self.variant.batch
+
+    @property
+    def total_per_crop_ms(self) -> float:
+        """Median frame latency divided by the batch size."""
+        return self.total_ms / self.variant.batch
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        out = {
+            "label": self.variant.label,
+            **asdict(self.variant),
+            "engine_name": self.engine_name,
+            "setup_s": self.setup_s,
+            "skipped": self.skipped,
+            "output_change_mm": self.output_change_mm,
+            "speedup_network": self.speedup_network,
+            "speedup_total": self.speedup_total,
+            "stages": {k: asdict(v) for k, v in self.stages.items()},
+        }
+        if self.stages:
+            out["total_ms"] = self.total_ms
+            out["network_per_crop_ms"] = self.network_per_crop_ms
+            out["total_per_crop_ms"] = self.total_per_crop_ms
+        return out
+
+
+@dataclass
+class BenchReport:
+    """A whole benchmark run: settings, environment, results and the ratio baseline."""
+
+    settings: dict[str, Any]
+    environment: dict[str, Any]
+    results: list[VariantResult]
+    baseline: str | None = None
+
+    def measured(self) -> list[VariantResult]:
+        """Results that ran (not skipped)."""
+        return [r for r in self.results if r.skipped is None]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "settings": self.settings,
+            "environment": self.environment,
+            "baseline": self.baseline,
+            "stages": list(STAGES),
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+def environment() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    with contextlib.suppress(OSError, AttributeError):
+        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    with contextlib.suppress(ImportError):
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# models
+
+
+def _synthetic_mano() -> Any:
+    from fasthmr_ros.models.mano import ManoLayer
+    from fasthmr_ros.models.mano_files import load_mano_file, write_synthetic_mano
+
+    with tempfile.TemporaryDirectory() as folder:
+        return ManoLayer(load_mano_file(write_synthetic_mano(folder)))
+
+
+def build_model(spec: str, mano_dir: str | None = None) -> HandMeshRegressor:
+    """Build or load the regressor named ``spec`` (see the module docstring) in eval mode."""
+    from fasthmr_ros.models.regressor import SMALL_CONFIG, RegressorConfig
+    from fasthmr_ros.models.test_assets import init_near_mean_hand, random_hand_regressor
+
+    name, _, path = spec.partition("=")
+    if path or Path(spec).exists():
+        from fasthmr_ros import load_hand_regressor
+
+        return load_hand_regressor(path or spec, mano_dir=mano_dir)
+    if name == "teacher":
+        return random_hand_regressor(RegressorConfig(), _synthetic_mano())
+    if name == "small":
+        return random_hand_regressor(SMALL_CONFIG, _synthetic_mano())
+    from fasthmr_ros.models.students import build_student
+
+    torch.manual_seed(0)
+    try:
+        return init_near_mean_hand(build_student(name, _synthetic_mano()))
+    except ValueError as exc:
+        raise EngineError(
+            f"model '{spec}' is neither {' nor '.join(BUILTIN_MODELS)}, a checkpoint path, nor "
+            f"a timm backbone: {exc}"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# the frame and the stages
+
+
+def synthetic_frame(batch: int, seed: int = 0) -> tuple[bytes, list[Any]]:
+    """A JPEG-encoded drawn 640x480 frame and ``batch`` hand boxes on it (alternating sides)."""
+    import cv2
+
+    from fasthmr_ros.pipeline.results import LEFT, RIGHT, HandBox
+    from fasthmr_ros.pipeline.sample_image import draw_sample_hand
+
+    width, height = FRAME_SIZE
+    ok, encoded = cv2.imencode(".jpg", draw_sample_hand(width, height))
+    if not ok:  # pragma: no cover - OpenCV always encodes a valid uint8 image
+        raise RuntimeError("OpenCV could not encode the synthetic frame")
+    rng = np.random.default_rng(seed)
+    boxes = []
+    for index in range(batch):
+        size = rng.uniform(60, 200)
+        x1 = rng.uniform(0, width - size)
+        y1 = rng.uniform(0, height - size)
+        boxes.append(HandBox(x1, y1, x1 + size, y1 + size,
+                             side=RIGHT if index % 2 == 0 else LEFT, score=1.0))
+    return encoded.tobytes(), boxes
+
+
+class _Timer:
+    """Collects per-stage wall-clock samples, synchronising the GPU around each stage."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
+        self.recording = False
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        if self.recording:
+            self.samples[name].append(1e3 * (time.perf_counter() - start))
+
+
+def _run_frame(engine: EngineRegressor, pipeline: Any, jpeg: bytes, boxes: list[Any],
+               timer: _Timer) -> dict[str, torch.Tensor]:
+    """One frame through every stage; returns the network + MANO outputs."""
+    from fasthmr_ros.pipeline.camera import default_intrinsics
+
+    with timer.stage("decode"):
+        rgb = decode_frame(jpeg)
+    with timer.stage("crop"):
+        batch, transforms = pipeline.make_batch(rgb, boxes)
+        crops = torch.from_numpy(batch).to(timer.device)
+    with torch.inference_mode():
+        with timer.stage("network"):
+            params = engine.forward_network(crops)
+        with timer.stage("mano"):
+            outputs = engine.run_mano(params)
+    with timer.stage("post"):
+        arrays = {k: v.detach().float().cpu().numpy() for k, v in outputs.items()}
+        pipeline.to_results(arrays, boxes, transforms,
+                            default_intrinsics(rgb.shape[1], rgb.shape[0]))
+    return outputs
+
+
+def decode_frame(jpeg: bytes) -> np.ndarray:
+    """JPEG bytes to an RGB uint8 frame."""
+    import cv2
+
+    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def torch_reference(regressor: HandMeshRegressor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``crops -> vertices`` of the eager fp32 regressor, computed once per batch size.
+
+    The benchmark's frames depend only on the batch size, so results are reused across
+    variants of a model.
+    """
+    cache: dict[int, torch.Tensor] = {}
+
+    def vertices(crops: torch.Tensor) -> torch.Tensor:
+        if crops.shape[0] not in cache:
+            device = next(regressor.parameters()).device
+            with torch.inference_mode():
+                cache[crops.shape[0]] = regressor(crops.to(device))["vertices"].float()
+        return cache[crops.shape[0]]
+
+    return vertices
+
+
+@dataclass
+class _Running:
+    """A variant being measured: its engine, pipeline, frame and timer."""
+
+    result: VariantResult
+    engine: EngineRegressor
+    pipeline: Any
+    jpeg: bytes
+    boxes: list[Any]
+    timer: _Timer
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def frame(self) -> None:
+        self.outputs = _run_frame(self.engine, self.pipeline, self.jpeg, self.boxes, self.timer)
+
+
+def apply_ratios(results: Sequence[VariantResult], baseline: VariantResult) -> None:
+    """Set speed-ups (baseline per-crop latency / variant per-crop latency) of measured results."""
+    for result in results:
+        if result.skipped is None:
+            result.speedup_network = baseline.network_per_crop_ms / result.network_per_crop_ms
+            result.speedup_total = baseline.total_per_crop_ms / result.total_per_crop_ms
+
+
+def _build_engines(
+    variants: Sequence[Variant],
+    regressors: dict[str, HandMeshRegressor],
+    device: str,
+    engine_options: dict[str, dict[str, Any]],
+    bar: Any,
+) -> tuple[dict[tuple, EngineRegressor | str], dict[tuple, float]]:
+    """One engine per (model, engine, precision, input scale); batches share it.
+
+    Returns engines (or the reason they could not be built) and their setup times.
+    """
+    engines: dict[tuple, EngineRegressor | str] = {}
+    setup: dict[tuple, float] = {}
+    for v in variants:
+        key = (v.model, v.engine, v.precision, v.input_scale)
+        if key in engines:
+            continue
+        bar.set_postfix_str(f"building {v.model}/{v.engine}/{v.precision}")
+        options = dict(engine_options.get(v.engine, {}))
+        if v.input_scale != 1.0:
+            options["input_scale"] = v.input_scale
+        start = time.perf_counter()
+        try:
+            engines[key] = create_engine(regressors[v.model], v.engine, v.precision, device,
+                                         **options)
+        except EngineError as exc:
+            engines[key] = str(exc)
+        setup[key] = time.perf_counter() - start
+    return engines, setup
+
+
+def run_benchmark(
+    models: Sequence[str],
+    engines: Sequence[str] = ("torch",),
+    precisions: Sequence[str] = ("fp32",),
+    batches: Sequence[int] = (1,),
+    input_scales: Sequence[float] = (1.0,),
+    device: str = "cpu",
+    warmup: int = 3,
+    iterations: int = 20,
+    mano_dir: str | None = None,
+    engine_options: dict[str, dict[str, Any]] | None = None,
+    baseline: str | None = None,
+    progress: bool = True,
+) -> BenchReport:
+    """Measure every combination; ratios relative to ``baseline`` (a label; default: first).
+
+    All models and engines are built first (one engine per model, engine, precision and input
+    scale; batch sizes share it), then frames are timed in rounds, one frame of every variant
+    per round, so that load from other processes affects all variants alike. Memory must hold
+    every model and engine at once.
+
+    ``engine_options`` maps an engine name to extra options for :func:`create_engine` (e.g.
+    ``{"onnxruntime": {"cache_dir": "..."}}``).
+    """
+    from fasthmr_ros.pipeline.hand_pipeline import HandMeshPipeline
+
+    if warmup < 0 or iterations < 1:
+        raise ValueError(f"need warmup >= 0 and iterations >= 1, got {warmup}, {iterations}")
+    if any(b < 1 for b in batches):
+        raise ValueError(f"batch sizes must be >= 1, got {list(batches)}")
+    torch_device = parse_device(device)
+    settings = {
+        "models": list(models), "engines": list(engines), "precisions": list(precisions),
+        "batches": list(batches), "input_scales": list(input_scales), "device": device,
+        "warmup": warmup, "iterations": iterations,
+    }
+    variants = [
+        Variant(m, e, p, b, s)
+        for m in models for e in engines for p in precisions for s in input_scales
+        for b in batches
+    ]
+    if baseline is not None and baseline not in {v.label for v in variants}:
+        raise ValueError(f"baseline '{baseline}' is not one of the variants: "
+                         f"{', '.join(v.label for v in variants)}")
+    bar = tqdm(total=(warmup + iterations) * len(variants), desc="bench", unit="frame",
+               disable=not progress)
+    regressors = {}
+    for name in dict.fromkeys(models):
+        bar.set_postfix_str(f"building model {name}")
+        regressors[name] = build_model(name, mano_dir).to(torch_device)
+    references = {name: torch_reference(model) for name, model in regressors.items()}
+    built, setup = _build_engines(variants, regressors, device, engine_options or {}, bar)
+    frames = {b: synthetic_frame(b) for b in batches}
+    results, running = [], []
+    for v in variants:
+        result = VariantResult(v)
+        results.append(result)
+        key = (v.model, v.engine, v.precision, v.input_scale)
+        engine = built[key]
+        if isinstance(engine, str):
+            result.skipped = engine
+            bar.update(warmup + iterations)
+            continue
+        result.engine_name, result.setup_s = engine.name, setup[key]
+        pipeline = HandMeshPipeline(engine, device=str(torch_device))
+        running.append(_Running(result, engine, pipeline, *frames[v.batch],
+                                _Timer(torch_device)))
+    for index in range(warmup + iterations):
+        for item in running:
+            bar.set_postfix_str(item.result.variant.label)
+            item.timer.recording = index >= warmup
+            item.frame()
+            bar.update()
+    bar.close()
+    for item in running:
+        item.result.stages = {n: StageStats.from_samples(item.timer.samples[n]) for n in STAGES}
+        crops, _ = item.pipeline.make_batch(decode_frame(item.jpeg), item.boxes)
+        expected = references[item.result.variant.model](torch.from_numpy(crops))
+        vertices = item.outputs["vertices"].float()
+        change = (vertices - expected.to(vertices.device)).abs().max()
+        item.result.output_change_mm = float(change) * 1e3
+    del running, built, regressors, references
+    gc.collect()
+
+    report = BenchReport(settings=settings, environment=environment(), results=results)
+    measured = report.measured()
+    if measured:
+        chosen = next((r for r in measured if r.variant.label == baseline), measured[0])
+        report.baseline = chosen.variant.label
+        apply_ratios(results, chosen)
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# output
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def markdown_table(report: BenchReport) -> str:
+    """The results as a markdown table (medians; network also p90/p99) plus skipped variants."""
+    header = (
+        "| variant | engine | " + " | ".join(f"{s} ms" for s in STAGES if s != "network")
+        + " | network ms (p50 / p90 / p99) | network / crop ms | total / crop ms | "
+        "speed-up network | speed-up total | output change mm |"
+    )
+    columns = header.count("|") - 1
+    lines = [header, "|" + "---|" * columns]
+    for r in report.measured():
+        net = r.stages["network"]
+        other = " | ".join(_fmt(r.stages[s].median_ms) for s in STAGES if s != "network")
+        lines.append(
+            f"| {r.variant.label} | {r.engine_name} | {other} | {_fmt(net.median_ms)} / "
+            f"{_fmt(net.p90_ms)} / {_fmt(net.p99_ms)} | {_fmt(r.network_per_crop_ms)} | "
+            f"{_fmt(r.total_per_crop_ms)} | {_fmt(r.speedup_network)}x | "
+            f"{_fmt(r.speedup_total)}x | {_fmt(r.output_change_mm, 4)} |"
+        )
+    text = "\n".join(lines)
+    text += (f"\n\nSpeed-ups: per-crop median latency of `{report.baseline}` divided by the "
+             "variant's, same run.")
+    env = report.environment
+    text += (f"\nMeasured on {env.get('processor')} ({env.get('cpu_count')} CPUs, torch "
+             f"{env.get('torch')}, {env.get('torch_threads')} threads"
+             f"{', GPU ' + env['cuda'] if env.get('cuda') else ''}; load average "
+             f"{env.get('load_average', '-')}); {report.settings['iterations']} timed "
+             f"iterations after {report.settings['warmup']} warm-up.")
+    reasons: dict[str, list[str]] = {}
+    for r in report.results:
+        if r.skipped:
+            reasons.setdefault(r.skipped, []).append(r.variant.label)
+    if reasons:
+        text += "\n\nSkipped:\n" + "\n".join(
+            f"- {', '.join(labels)}: {reason}" for reason, labels in reasons.items()
+        )
+    return text + "\n"
+
+
+def write_json(report: BenchReport, path: str | Path) -> Path:
+    """Write the report as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def write_plot(report: BenchReport, path: str | Path) -> Path:
+    """Write a PNG: per-crop network latency (log scale) and the per-stage share of a frame."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = report.measured()
+    if not measured:
+        raise ValueError("nothing was measured (every variant was skipped); no plot to draw")
+    labels = [r.variant.label for r in measured]
+    height = max(2.5, 0.45 * len(measured) + 1.2)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, height), sharey=True)
+    positions = np.arange(len(measured))
+    left.barh(positions, [r.network_per_crop_ms for r in measured], color="tab:blue")
+    left.set_xscale("log")
+    left.set_xlabel("network latency per crop, median (ms, log scale)")
+    left.set_yticks(positions, labels)
+    left.invert_yaxis()
+    for pos, r in zip(positions, measured):
+        left.annotate(f"{r.network_per_crop_ms:.3g}", (r.network_per_crop_ms, pos),
+                      xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+    offsets = np.zeros(len(measured))
+    for stage in STAGES:
+        share = np.array([100 * r.stages[stage].median_ms / r.total_ms for r in measured])
+        right.barh(positions, share, left=offsets, label=stage)
+        offsets += share
+    right.set_xlabel("share of the frame's latency per stage (%)")
+    right.set_xlim(0, 100)
+    right.legend(loc="lower right", fontsize=8)
+    figure.suptitle(f"fasthmr bench ({report.settings['device']})")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
