@@ -20,8 +20,8 @@ from fasthmr_ros.pipeline.box_sources import FullFrameBoxes, HandDetector, JsonB
 from fasthmr_ros.pipeline.camera import resolve_intrinsics
 from fasthmr_ros.pipeline.hand_pipeline import HandMeshPipeline, StageTimings, left_hand_faces
 from fasthmr_ros.pipeline.overlay import draw_hands
-from fasthmr_ros.pipeline.results import SIDES, CameraIntrinsics, HandBox, HandResult
-from fasthmr_ros.pipeline.tracking import HandTracker
+from fasthmr_ros.pipeline.results import SIDES, CameraIntrinsics, HandResult
+from fasthmr_ros.pipeline.temporal import HandStream
 from fasthmr_ros.pipeline.video import Frame, FrameSource
 
 LOG = logging.getLogger(__name__)
@@ -110,6 +110,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-frames", type=int, metavar="N", help="stop after N frames (useful with cameras)"
+    )
+    parser.add_argument(
+        "--no-smoothing", action="store_true",
+        help="videos and cameras: keep each frame's raw geometry (default: One-Euro filtered "
+             "per tracked hand, which adds no latency)",
     )
     parser.add_argument(
         "--freihand-pred", metavar="FILE",
@@ -206,17 +211,6 @@ def make_detector(args: argparse.Namespace) -> HandDetector:
             f"{exc}\nwithout the detector, pass --boxes FILE (JSON, see --help) or, for images "
             "already cropped to one hand, --full-frame --side SIDE"
         ) from None
-
-
-def _track(
-    tracker: HandTracker, frame: Frame, boxes: list[HandBox]
-) -> tuple[list[HandBox], list[int | None]]:
-    """Track ids for video and camera frames (stable sides too); none for still images."""
-    if frame.file_name is not None:
-        tracker.reset()
-        return boxes, [None] * len(boxes)
-    tracked = tracker.update(boxes)
-    return [t.box for t in tracked], [t.track_id for t in tracked]
 
 
 def _load_regressor(args: argparse.Namespace) -> Any:
@@ -327,7 +321,7 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     detector = None if boxes is not None else make_detector(args)
-    tracker = HandTracker()
+    stream = HandStream(smoothing=not args.no_smoothing)
     out_dir = Path(args.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -360,11 +354,14 @@ def _run(args: argparse.Namespace) -> int:
             else:
                 hand_boxes = detector.detect(rgb)
             detect_ms += 1e3 * (time.perf_counter() - started)
-            hand_boxes, track_ids = _track(tracker, frame, hand_boxes)
+            if frame.stamp is None:  # still images are unrelated to each other
+                stream.reset()
+            hand_boxes, track_ids = stream.assign(hand_boxes)
             camera = _intrinsics(args, width, height)
             hands = pipeline.process(rgb, hand_boxes, camera)
-            for hand, track_id in zip(hands, track_ids, strict=True):
-                hand.track_id = track_id
+            if frame.stamp is None:
+                track_ids = [None] * len(hands)
+            hands = stream.finish(hands, track_ids, frame.stamp or 0.0)
             if args.freihand_pred:
                 if len(hands) != 1:
                     raise CommandError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +23,15 @@ class Frame:
     ``name`` is unique per frame and safe as a file stem (``photo`` for ``photo.jpg``,
     ``clip_000012`` for frame 12 of ``clip.mp4``, ``camera0_000012`` for a camera);
     ``file_name`` is the image's file name for still images; ``index`` counts frames from 0
-    over all inputs in order.
+    over all inputs in order; ``stamp`` is the frame's time in seconds (position in a video,
+    a monotonic clock for a camera, ``None`` for still images).
     """
 
     name: str
     index: int
     image_bgr: np.ndarray
     file_name: str | None = None
+    stamp: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,23 +114,28 @@ class FrameSource:
         index = 0
         used: set[str] = set()
         for source in self._sources:
-            for name, image, file_name in self._frames_of(source):
+            for name, image, file_name, stamp in self._frames_of(source):
                 unique = name if name not in used else f"{name}_{index:06d}"
                 used.add(unique)
-                yield Frame(name=unique, index=index, image_bgr=image, file_name=file_name)
+                yield Frame(
+                    name=unique, index=index, image_bgr=image, file_name=file_name, stamp=stamp
+                )
                 index += 1
 
     @staticmethod
-    def _frames_of(source: _Source) -> Iterator[tuple[str, np.ndarray, str | None]]:
+    def _frames_of(
+        source: _Source,
+    ) -> Iterator[tuple[str, np.ndarray, str | None, float | None]]:
         if source.kind == "image":
             path = Path(source.target)
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is None:
                 raise ValueError(f"cannot read image {path}: not an image OpenCV can decode")
-            yield path.stem, image, path.name
+            yield path.stem, image, path.name, None
             return
         stem = f"camera{source.target}" if source.kind == "camera" else Path(source.target).stem
         capture = _open_capture(source)
+        fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
         try:
             number = 0
             while True:
@@ -136,7 +144,8 @@ class FrameSource:
                     if number == 0:
                         raise ValueError(f"{source.kind} {source.target} delivered no frames")
                     return
-                yield f"{stem}_{number:06d}", image, None
+                stamp = time.monotonic() if source.kind == "camera" else number / fps
+                yield f"{stem}_{number:06d}", image, None, stamp
                 number += 1
         finally:
             capture.release()

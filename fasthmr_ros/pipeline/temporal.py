@@ -1,0 +1,72 @@
+"""Hands over time: stable ids from the tracker, then One-Euro smoothing of the geometry.
+
+One object per camera stream. Before reconstruction it gives each detected box a track id
+(and the track's stable side, so a one-frame handedness flip does not mirror the mesh); after
+reconstruction it stamps the results with those ids and smooths them. Both the ``fasthmr hands``
+command and the ROS node run frames through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fasthmr_ros.pipeline.results import HandBox, HandResult
+from fasthmr_ros.pipeline.smoothing import (
+    DEFAULT_ARTICULATION,
+    DEFAULT_TRANSLATION,
+    HandSmoother,
+    OneEuroParameters,
+)
+from fasthmr_ros.pipeline.tracking import HandTracker
+
+
+class HandStream:
+    """Tracking and smoothing state of one camera stream.
+
+    Args:
+        tracking: give hands stable ids across frames (off: every hand is new each frame,
+            ``track_id`` stays ``None`` and nothing is smoothed).
+        smoothing: One-Euro filter joints, vertices and translation of tracked hands. The
+            filter is causal and adds no latency.
+        tracker: the tracker to use (default: :class:`HandTracker` with its defaults).
+        translation, articulation: One-Euro parameters for ``cam_t`` and for the
+            root-relative joints and vertices.
+
+    """
+
+    def __init__(
+        self,
+        *,
+        tracking: bool = True,
+        smoothing: bool = True,
+        tracker: HandTracker | None = None,
+        translation: OneEuroParameters = DEFAULT_TRANSLATION,
+        articulation: OneEuroParameters = DEFAULT_ARTICULATION,
+    ) -> None:
+        self.tracking = tracking
+        self.smoothing = smoothing
+        self.tracker = tracker or HandTracker()
+        self.smoother = HandSmoother(translation=translation, articulation=articulation)
+
+    def assign(self, boxes: Sequence[HandBox]) -> tuple[list[HandBox], list[int | None]]:
+        """Return the boxes (with their tracks' stable sides) and one id per box."""
+        if not self.tracking:
+            return list(boxes), [None] * len(boxes)
+        tracked = self.tracker.update(boxes)
+        return [t.box for t in tracked], [t.track_id for t in tracked]
+
+    def finish(
+        self, results: Sequence[HandResult], track_ids: Sequence[int | None], stamp: float
+    ) -> list[HandResult]:
+        """Stamp ``results`` with ``track_ids`` and smooth them at time ``stamp`` (seconds)."""
+        for result, track_id in zip(results, track_ids, strict=True):
+            result.track_id = track_id
+        if not self.smoothing:
+            return list(results)
+        return self.smoother.smooth_all(results, stamp)
+
+    def reset(self) -> None:
+        """Forget all tracks and filters (a new, unrelated sequence starts)."""
+        self.tracker.reset()
+        for track_id in self.smoother.track_ids:
+            self.smoother.forget(track_id)
