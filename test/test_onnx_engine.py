@@ -36,7 +36,7 @@ def fresh_crops(batch: int, seed: int) -> torch.Tensor:
 
 
 def max_diff(a: dict, b: dict, keys=NETWORK_OUTPUTS) -> float:
-    return max(float((a[k] - b[k]).abs().max()) for k in keys)
+    return max(float((a[k].detach() - b[k].detach()).abs().max()) for k in keys)
 
 
 @pytest.fixture(scope="module")
