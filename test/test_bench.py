@@ -79,14 +79,16 @@ def test_cli_bench_writes_json_markdown_and_plot(tmp_path, capsys):
     assert image is not None and image.shape[0] > 100 and image.shape[1] > 500
 
 
-def test_bench_with_a_student_and_baseline():
-    report = run_benchmark(["small", "mobilenetv3_large_100"], batches=[1], warmup=0,
-                           iterations=1, baseline="mobilenetv3_large_100/torch/fp32/b1",
-                           progress=False)
+def test_bench_with_a_checkpoint_a_student_and_baseline(test_assets):
+    report = run_benchmark([f"mine={test_assets.checkpoint}", "mobilenetv3_large_100"],
+                           batches=[1], warmup=0, iterations=1,
+                           baseline="mobilenetv3_large_100/torch/fp32/b1", progress=False)
     assert report.baseline == "mobilenetv3_large_100/torch/fp32/b1"
-    student = next(r for r in report.results if r.variant.model != "small")
+    assert [r.variant.model for r in report.results] == ["mine", "mobilenetv3_large_100"]
+    student = report.results[1]
     assert student.speedup_network == 1.0 and student.engine_name.endswith("-cl")
-    assert "| mobilenetv3_large_100/torch/fp32/b1 |" in markdown_table(report)
+    table = markdown_table(report)
+    assert "| mobilenetv3_large_100/torch/fp32/b1 |" in table and "| mine/torch/fp32/b1 |" in table
 
 
 def test_cli_bench_errors(capsys):
