@@ -229,3 +229,25 @@ def test_cli_export_errors(test_assets, tmp_path, capsys):
     assert code == 2
     assert "opset 12 is not supported" in capsys.readouterr().err
 
+
+
+def test_cli_hands_runs_on_onnxruntime(test_assets, tmp_path, monkeypatch):
+    import json
+
+    import cv2
+
+    from fasthmr_ros.pipeline.sample_image import draw_sample_hand
+
+    monkeypatch.setenv("FASTHMR_CACHE", str(tmp_path / "cache"))
+    image = tmp_path / "hand.png"
+    cv2.imwrite(str(image), draw_sample_hand())
+    joints = {}
+    for engine in ("torch", "onnxruntime"):
+        out = tmp_path / engine
+        assert main(["hands", str(image), "--checkpoint", str(test_assets.checkpoint),
+                     "--full-frame", "--side", "right", "--out", str(out),
+                     "--engine", engine]) == 0
+        hands = json.loads((out / "hand.json").read_text())["hands"]
+        joints[engine] = torch.tensor(hands[0]["joints"])
+    assert (joints["torch"] - joints["onnxruntime"]).abs().max() <= TOLERANCE
+    assert list((tmp_path / "cache" / "onnx").glob("*.onnx"))

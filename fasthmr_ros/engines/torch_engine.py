@@ -167,7 +167,23 @@ def _is_cnn(regressor: HandMeshRegressor) -> bool:
 
 
 class TorchRunner:
-    """Runs :class:`NetworkModule` of a regressor with PyTorch."""
+    """Runs :class:`NetworkModule` of a regressor with PyTorch.
+
+    Args:
+        regressor: the hand regressor (moved to ``device``; its weights are shared, except
+            with ``cast_weights``).
+        precision: ``fp32``; ``bf16`` (autocast, CPU or CUDA); ``fp16`` (CUDA only).
+        device: ``"cpu"`` or ``"cuda:N"``.
+        input_scale: backbone resolution relative to 256x192 (:mod:`.network`).
+        cuda_graphs: capture CUDA graphs per bucket (default: on for CUDA; error on CPU).
+        buckets: batch sizes that get a graph; batches are padded up to one.
+        capture_all: capture every bucket now instead of on first use.
+        compile: wrap the network in ``torch.compile`` with ``compile_backend``.
+        compile_backend: ``torch.compile`` backend (default inductor).
+        channels_last: channels-last memory format (default: on for CNN backbones).
+        cast_weights: run a half-precision copy of the weights instead of autocast (CUDA).
+
+    """
 
     def __init__(
         self,
