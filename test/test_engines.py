@@ -94,11 +94,16 @@ def test_register_engine_plugs_a_new_name_in(hand_regressor):
         base._FACTORIES.pop("torch-again")
 
 
-def test_missing_engine_module_is_reported():
-    if "tensorrt" in base._FACTORIES:
-        pytest.skip("the TensorRT engine module is present in this build")
-    with pytest.raises(EngineError, match="tensorrt"):
-        base._factory("tensorrt")
+def test_missing_engine_module_is_reported(monkeypatch, tmp_path):
+    monkeypatch.setitem(base._BUILTIN_MODULES, "absent", "fasthmr_ros.engines.no_such_module")
+    with pytest.raises(EngineError, match="engine 'absent' is not part of this installation"):
+        base._factory("absent")
+    # An engine module whose optional dependency is missing names the package to install.
+    (tmp_path / "engine_with_missing_dep.py").write_text("import package_not_installed_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(base._BUILTIN_MODULES, "needs-dep", "engine_with_missing_dep")
+    with pytest.raises(EngineError, match="needs the Python package 'package_not_installed_xyz'"):
+        base._factory("needs-dep")
 
 
 def test_runner_with_wrong_outputs_is_caught(hand_regressor):
