@@ -85,7 +85,6 @@ def test_full_frame_mode(tmp_path, test_assets):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ([], "no hand detector yet"),
         (["--full-frame"], "--full-frame needs --side"),
         (["--boxes", "b.json", "--side", "left"], "--side only applies"),
         (["--boxes", "b.json", "--cx", "3"], "need --fx"),

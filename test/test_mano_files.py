@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,9 @@ from fasthmr_ros.models.mano_files import (
     make_synthetic_mano,
     write_synthetic_mano,
 )
+from fasthmr_ros.models.pickle_names import pickled_under
+
+Ch = mano_files._Ch  # the chumpy-like class the synthetic writer pickles
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_legacy_protocols_use_copyreg_reconstructor(tmp_path: Path, protocol: in
     from scipy import sparse
 
     arrays = make_synthetic_mano(seed=5)
-    with mano_files._chumpy_ch_registered() as Ch:
+    with pickled_under("chumpy.ch", Ch=Ch):
         content = {**arrays, "shapedirs": Ch(arrays["shapedirs"]),
                    "J_regressor": sparse.csc_matrix(arrays["J_regressor"])}
         raw = pickle.dumps(content, protocol=protocol)
@@ -105,20 +106,6 @@ def test_module_paths_of_other_versions(tmp_path: Path, mano_pkl: Path,
     assert_same_arrays(load_mano_file(path), load_mano_file(mano_pkl))
 
 
-@contextlib.contextmanager
-def fake_module(name: str, **attributes: type):
-    """Register classes under a module name so pickle writes them as that global."""
-    module = types.ModuleType(name)
-    for attr, cls in attributes.items():
-        cls.__module__, cls.__qualname__ = name, attr
-        setattr(module, attr, cls)
-    sys.modules[name] = module
-    try:
-        yield
-    finally:
-        del sys.modules[name]
-
-
 class _Select:
     def __init__(self, **state: object) -> None:
         self.__dict__.update(state)
@@ -127,8 +114,7 @@ class _Select:
 def test_chumpy_select_expression_is_evaluated(tmp_path: Path) -> None:
     arrays = make_synthetic_mano(seed=2)
     flat = arrays["hands_mean"][::-1].copy()
-    with mano_files._chumpy_ch_registered() as Ch, fake_module("chumpy.reordering",
-                                                               Select=_Select):
+    with pickled_under("chumpy.ch", Ch=Ch), pickled_under("chumpy.reordering", Select=_Select):
         select = _Select(a=Ch(flat), idxs=np.arange(45)[::-1].copy(), preferred_shape=(45,))
         raw = pickle.dumps({**arrays, "hands_mean": select}, protocol=2)
     path = tmp_path / "MANO_RIGHT.pkl"
@@ -141,7 +127,7 @@ def test_unsupported_chumpy_expression_is_named(tmp_path: Path) -> None:
         pass
 
     arrays = make_synthetic_mano(seed=2)
-    with mano_files._chumpy_ch_registered(), fake_module("chumpy.ch_ops", add=Add):
+    with pickled_under("chumpy.ch", Ch=Ch), pickled_under("chumpy.ch_ops", add=Add):
         raw = pickle.dumps({**arrays, "weights": Add(a=1, b=2)}, protocol=2)
     path = tmp_path / "MANO_RIGHT.pkl"
     path.write_bytes(raw)
@@ -194,7 +180,7 @@ def test_code_in_pickle_is_refused_and_never_runs(tmp_path: Path, make_payload, 
     payload = make_payload(side)
     arrays = make_synthetic_mano(seed=0)
     if chumpy_like:  # hidden inside a chumpy object's state
-        with mano_files._chumpy_ch_registered() as Ch:
+        with pickled_under("chumpy.ch", Ch=Ch):
             raw = pickle.dumps({**arrays, "v_template": Ch(payload)}, protocol=2)
     else:
         raw = pickle.dumps({**arrays, "comment": payload}, protocol=2)

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,13 @@ import cv2
 import numpy as np
 
 from fasthmr_ros.cli.main import CommandError
-from fasthmr_ros.pipeline.box_sources import FullFrameBoxes, JsonBoxes
+from fasthmr_ros.models.constants import NUM_JOINTS, NUM_VERTICES
+from fasthmr_ros.pipeline.box_sources import FullFrameBoxes, HandDetector, JsonBoxes
 from fasthmr_ros.pipeline.camera import resolve_intrinsics
 from fasthmr_ros.pipeline.hand_pipeline import HandMeshPipeline, StageTimings, left_hand_faces
 from fasthmr_ros.pipeline.overlay import draw_hands
-from fasthmr_ros.pipeline.results import SIDES, CameraIntrinsics, HandResult
+from fasthmr_ros.pipeline.results import SIDES, CameraIntrinsics, HandBox, HandResult
+from fasthmr_ros.pipeline.tracking import HandTracker
 from fasthmr_ros.pipeline.video import Frame, FrameSource
 
 LOG = logging.getLogger(__name__)
@@ -32,8 +35,9 @@ RANDOM_WEIGHTS_WARNING = (
 _EPILOG = """\
 outputs, per frame, in --out:
   <name>.json          image size, camera, and per hand: side, score, box (x1 y1 x2 y2 px),
-                       keypoints_2d (21x2 px), joints (21x3 m), cam_t (3 m); camera optical
-                       frame (x right, y down, z forward), OpenPose hand joint order
+                       keypoints_2d (21x2 px), joints (21x3 m), cam_t (3 m), track_id (the
+                       same hand keeps its id across video/camera frames; null for images);
+                       camera optical frame (x right, y down, z forward), OpenPose joint order
   <name>.npz           vertices (N,778,3 m), joints, keypoints_2d, cam_t, is_right (N),
                        faces (right-hand winding), faces_left (reversed winding)
   <name>_overlay.png   the frame with meshes, skeletons and boxes drawn
@@ -42,7 +46,14 @@ box files (--boxes) map frame keys to hand lists:
   {"photo.jpg": [{"box": [x1, y1, x2, y2], "side": "left", "score": 0.9}], "3": [...]}
   keys: image file name, its stem, a frame name (clip_000012) or a frame index (from 0)
 
+hand detector (default, when neither --boxes nor --full-frame is given):
+  MediaPipe's hand and pose models bundled in the mediapipe wheel (pip install
+  'fasthmr_ros[detect]'); nothing is downloaded. Sides are for an ordinary camera; pass
+  --mirrored for selfie (mirrored) images.
+
 examples:
+  fasthmr hands photo.jpg --checkpoint _DATA --out out/
+  fasthmr hands clip.mp4 --checkpoint _DATA --max-hands 2 --fx 910 --out out/
   fasthmr hands photo.jpg --checkpoint _DATA --boxes boxes.json --out out/
   fasthmr hands hand_crop.png --checkpoint hamer.ckpt --full-frame --side right --out out/
   fasthmr hands clip.mp4 --checkpoint _DATA --boxes boxes.json --fx 910 --out out/
@@ -56,9 +67,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="reconstruct 3D hand meshes in images, videos or a camera stream",
         description=(
             "Reconstruct 3D hand meshes (MANO) with a HaMeR-compatible model. Hands come from "
-            "a box file (--boxes) or, for inputs already cropped to one hand, the whole frame "
-            "(--full-frame --side). Without real intrinsics, HaMeR's default camera "
-            "(focal 5000/256*max(W,H), centred) is used and depths are only plausible."
+            "the built-in MediaPipe detector, a box file (--boxes) or, for inputs already "
+            "cropped to one hand, the whole frame (--full-frame --side). Without real "
+            "intrinsics, HaMeR's default camera (focal 5000/256*max(W,H), centred) is used and "
+            "depths are only plausible."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -81,6 +93,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="each input is already cropped to one hand (needs --side)",
     )
     parser.add_argument("--side", choices=SIDES, help="hand side for --full-frame")
+    detector = parser.add_argument_group("hand detector (when no --boxes / --full-frame)")
+    detector.add_argument(
+        "--max-hands", type=int, default=4, metavar="N", help="most hands per frame (default 4)"
+    )
+    detector.add_argument(
+        "--detection-threshold", type=float, default=0.5, metavar="P",
+        help="palm, hand and person confidence threshold in [0, 1] (default 0.5)",
+    )
+    detector.add_argument(
+        "--mirrored", action="store_true",
+        help="inputs are mirrored (selfie view): flips the side convention",
+    )
+    detector.add_argument(
+        "--no-pose", action="store_true",
+        help="hand models only: faster, but no hands found from the arms of a body",
+    )
+    detector.add_argument(
+        "--search-tiles", action="store_true",
+        help="also search overlapping tiles of each frame for small, far hands (about 12 "
+        "extra hand-model passes per 640x480 frame: for photos rather than live streams)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     parser.add_argument(
         "--engine", default="torch",
@@ -114,10 +147,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CommandError(
             "--side only applies with --full-frame; with --boxes the side comes from the file"
         )
-    if not args.boxes and not args.full_frame:
+    if args.max_hands < 1:
+        raise CommandError(f"--max-hands must be at least 1, got {args.max_hands}")
+    if not 0.0 <= args.detection_threshold <= 1.0:
         raise CommandError(
-            "no hand boxes: this command has no hand detector yet; pass --boxes FILE (JSON, "
-            "see --help) or, for images already cropped to one hand, --full-frame --side SIDE"
+            f"--detection-threshold must be in [0, 1], got {args.detection_threshold}"
         )
     if args.fx is None and any(v is not None for v in (args.fy, args.cx, args.cy)):
         raise CommandError("--fy/--cx/--cy need --fx")
@@ -141,6 +175,40 @@ def _intrinsics(args: argparse.Namespace, width: int, height: int) -> CameraIntr
         )
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+
+
+def _make_detector(args: argparse.Namespace) -> HandDetector:
+    """The frame-by-frame box source: full frame or the MediaPipe detector."""
+    if args.full_frame:
+        return FullFrameBoxes(args.side)
+    try:
+        from fasthmr_ros.pipeline.mediapipe_detector import MediaPipeHandDetector
+
+        return MediaPipeHandDetector(
+            max_hands=args.max_hands,
+            min_detection_confidence=args.detection_threshold,
+            min_landmark_confidence=args.detection_threshold,
+            min_pose_confidence=args.detection_threshold,
+            use_pose=not args.no_pose,
+            search_tiles=args.search_tiles,
+            mirrored_input=args.mirrored,
+        )
+    except (ImportError, FileNotFoundError) as exc:
+        raise CommandError(
+            f"{exc}\nwithout the detector, pass --boxes FILE (JSON, see --help) or, for images "
+            "already cropped to one hand, --full-frame --side SIDE"
+        ) from None
+
+
+def _track(
+    tracker: HandTracker, frame: Frame, boxes: list[HandBox]
+) -> tuple[list[HandBox], list[int | None]]:
+    """Track ids for video and camera frames (stable sides too); none for still images."""
+    if frame.file_name is not None:
+        tracker.reset()
+        return boxes, [None] * len(boxes)
+    tracked = tracker.update(boxes)
+    return [t.box for t in tracked], [t.track_id for t in tracked]
 
 
 def _load_regressor(args: argparse.Namespace) -> Any:
@@ -208,6 +276,7 @@ def frame_record(
                 "keypoints_2d": _plain(hand.keypoints_2d),
                 "joints": _plain(hand.joints),
                 "cam_t": _plain(hand.cam_t),
+                "track_id": hand.track_id,
             }
             for hand in hands
         ],
@@ -223,9 +292,13 @@ def save_frame(
     n = len(hands)
     np.savez(
         out_dir / f"{name}.npz",
-        vertices=np.array([h.vertices for h in hands], dtype=np.float32).reshape(n, -1, 3),
-        joints=np.array([h.joints for h in hands], dtype=np.float32).reshape(n, -1, 3),
-        keypoints_2d=np.array([h.keypoints_2d for h in hands], dtype=np.float32).reshape(n, -1, 2),
+        vertices=np.array([h.vertices for h in hands], dtype=np.float32).reshape(
+            n, NUM_VERTICES, 3
+        ),
+        joints=np.array([h.joints for h in hands], dtype=np.float32).reshape(n, NUM_JOINTS, 3),
+        keypoints_2d=np.array([h.keypoints_2d for h in hands], dtype=np.float32).reshape(
+            n, NUM_JOINTS, 2
+        ),
         cam_t=np.array([h.cam_t for h in hands], dtype=np.float64).reshape(n, 3),
         is_right=np.array([h.is_right for h in hands], dtype=bool),
         faces=faces,
@@ -244,7 +317,8 @@ def _run(args: argparse.Namespace) -> int:
         boxes = JsonBoxes.load(args.boxes) if args.boxes else None
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    full_frame = FullFrameBoxes(args.side) if args.full_frame else None
+    detector = None if boxes is not None else _make_detector(args)
+    tracker = HandTracker()
     out_dir = Path(args.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -261,19 +335,25 @@ def _run(args: argparse.Namespace) -> int:
     if args.max_frames is not None:
         total = min(total, args.max_frames) if total is not None else args.max_frames
     count = hand_count = matched = 0
+    detect_ms = 0.0
     sums = StageTimings()
     with tqdm(total=total, unit="frame", desc="hands") as progress:
         for frame in _frames(frames):
             height, width = frame.image_bgr.shape[:2]
             key = frame.file_name or frame.name
+            rgb = cv2.cvtColor(frame.image_bgr, cv2.COLOR_BGR2RGB)
+            started = time.perf_counter()
             if boxes is not None:
                 matched += boxes.has_frame(key, frame.index)
                 hand_boxes = boxes.boxes_for(key, frame.index)
             else:
-                hand_boxes = full_frame.detect(frame.image_bgr)
-            rgb = cv2.cvtColor(frame.image_bgr, cv2.COLOR_BGR2RGB)
+                hand_boxes = detector.detect(rgb)
+            detect_ms += 1e3 * (time.perf_counter() - started)
+            hand_boxes, track_ids = _track(tracker, frame, hand_boxes)
             camera = _intrinsics(args, width, height)
             hands = pipeline.process(rgb, hand_boxes, camera)
+            for hand, track_id in zip(hands, track_ids, strict=True):
+                hand.track_id = track_id
             t = pipeline.timings
             sums.crop_ms += t.crop_ms
             sums.network_ms += t.network_ms
@@ -293,7 +373,8 @@ def _run(args: argparse.Namespace) -> int:
                     ", ".join(list(boxes.frames)[:5]))
     if count:
         print(
-            f"{count} frames, {hand_count} hands -> {out_dir}; mean per frame: crop "
+            f"{count} frames, {hand_count} hands -> {out_dir}; mean per frame: detect "
+            f"{detect_ms / count:.1f} ms, crop "
             f"{sums.crop_ms / count:.1f} ms, network {sums.network_ms / count:.1f} ms, "
             f"post {sums.post_ms / count:.1f} ms"
         )

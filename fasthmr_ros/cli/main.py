@@ -17,6 +17,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hands",
     "export",
     "bench",
+    "engine",
+    "node",
+    "publish_images",
+    "bag",
 )
 
 

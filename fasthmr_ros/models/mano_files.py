@@ -12,16 +12,12 @@ pickles) that this package and ``smplx`` (``ext='npz'``) both load.
 
 from __future__ import annotations
 
-import _compat_pickle
-import contextlib
 import io
 import logging
 import os
 import pickle
-import sys
-import types
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +31,8 @@ from fasthmr_ros.models.constants import (
     NUM_MANO_JOINTS,
     NUM_VERTICES,
 )
+from fasthmr_ros.models.pickle_names import pickled_under
+from fasthmr_ros.models.safe_pickle import ArraysOnlyUnpickler, UnsafePickleError
 
 _log = logging.getLogger(__name__)
 
@@ -63,8 +61,8 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _MAX_DENSE_ELEMENTS = 50_000_000
 
 
-class UnsafeFileError(ValueError):
-    """A pickle asked to import or call something a MANO file never needs."""
+#: Raised when a pickle asks to import or call something a MANO file never needs.
+UnsafeFileError = UnsafePickleError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,53 +97,23 @@ _SPARSE_CLASSES = frozenset(
 )
 
 
-def _numpy_reconstructors() -> dict[str, Callable[..., Any]]:
-    """The functions numpy's own pickles call, taken from numpy itself (1.x and 2.x alike)."""
-    array = np.zeros(2)
-    return {
-        "multiarray._reconstruct": array.__reduce_ex__(2)[0],
-        "multiarray.scalar": np.float64(0).__reduce_ex__(2)[0],
-        "numeric._frombuffer": array.__reduce_ex__(5)[0],
-    }
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals needed to rebuild MANO's plain arrays."""
+class _RestrictedUnpickler(ArraysOnlyUnpickler):
+    """Arrays-only unpickling plus inert stand-ins for chumpy and scipy.sparse objects."""
 
     def __init__(self, file: io.BufferedIOBase, source: Path) -> None:
-        super().__init__(file, encoding="latin1")
-        self._source = source
+        super().__init__(file, source, kind="a MANO file")
         self._stand_ins: dict[tuple[str, str], type[_PickledObject]] = {}
-        numpy_functions = _numpy_reconstructors()
-        self._allowed: dict[tuple[str, str], Any] = {
-            ("numpy", "ndarray"): np.ndarray,
-            ("numpy", "dtype"): np.dtype,
-            ("_codecs", "encode"): self._encode_latin1,
-        }
-        for package in ("numpy.core", "numpy._core"):
-            for qualified, function in numpy_functions.items():
-                module, name = qualified.split(".")
-                self._allowed[f"{package}.{module}", name] = function
         for kind in (set, frozenset, object):
-            self._allowed["builtins", kind.__name__] = kind
-        self._allowed["copyreg", "_reconstructor"] = self._reconstruct_object
+            self.allowed["builtins", kind.__name__] = kind
+        self.allowed["copyreg", "_reconstructor"] = self._reconstruct_object
 
-    def find_class(self, module: str, name: str) -> Any:
-        """Return an allow-listed global or an inert stand-in; refuse everything else."""
-        # Python 2 names (``__builtin__``, ``copy_reg``...) as the stock unpickler maps them.
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            module, name = _compat_pickle.NAME_MAPPING[module, name]
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        if (module, name) in self._allowed:
-            return self._allowed[module, name]
+    def resolve_unknown(self, module: str, name: str) -> Any:
+        """Inert stand-ins for chumpy and scipy.sparse classes; refuse everything else."""
         if module == "chumpy" or module.startswith("chumpy."):
             return self._stand_in(module, name, _ChumpyObject)
         if module.startswith("scipy.sparse") and name in _SPARSE_CLASSES:
             return self._stand_in(module, name, _SparseMatrix)
-        raise UnsafeFileError(
-            f"refusing to load {self._source}: it asks for the global '{module}.{name}', which "
-            "a MANO file never needs; the file may be malicious or is not a MANO file"
-        )
+        return super().resolve_unknown(module, name)
 
     def _stand_in(
         self, module: str, name: str, base: type[_PickledObject]
@@ -155,23 +123,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
             self._stand_ins[key] = type(name, (base,), {"module": module, "name": name})
         return self._stand_ins[key]
 
-    def _refuse_call(self, call: str) -> UnsafeFileError:
-        return UnsafeFileError(
-            f"refusing to load {self._source}: it calls {call}, which a MANO file never does; "
-            "the file may be malicious or is not a MANO file"
-        )
-
     def _reconstruct_object(self, cls: Any, base: Any, state: Any) -> _PickledObject:
         """Protocol 0/1 object creation (``copy_reg._reconstructor``), for stand-ins only."""
         if cls not in self._stand_ins.values() or base is not object or state is not None:
-            raise self._refuse_call(f"copy_reg._reconstructor({cls!r}, {base!r}, ...)")
+            raise self.refusal(f"calls copy_reg._reconstructor({cls!r}, {base!r}, ...)")
         return cls()
-
-    def _encode_latin1(self, text: Any, encoding: Any = "latin1") -> bytes:
-        """``_codecs.encode`` as Python 3 pickles of ``bytes`` use it: latin-1 text only."""
-        if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-            raise self._refuse_call(f"_codecs.encode({type(text).__name__}, {encoding!r})")
-        return text.encode("latin1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,32 +437,14 @@ def make_synthetic_mano(seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-@contextlib.contextmanager
-def _chumpy_ch_registered() -> Iterator[type]:
-    """Temporarily expose a minimal ``chumpy.ch.Ch`` so pickle writes that global name."""
+class _Ch:
+    """Pickles like chumpy's plain ``Ch``: class global plus its ``__dict__`` as state."""
 
-    class Ch:
-        """Pickles like chumpy's plain ``Ch``: class global plus its ``__dict__`` as state."""
-
-        def __init__(self, x: np.ndarray) -> None:
-            self.__dict__.update(
-                x=x, _dirty_vars={"x"}, _itr=None, _make_dense=False, _make_sparse=False,
-                _depends_on_deps={},
-            )
-
-    Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"
-    package, module = types.ModuleType("chumpy"), types.ModuleType("chumpy.ch")
-    module.Ch, package.ch = Ch, module
-    saved = {name: sys.modules.get(name) for name in ("chumpy", "chumpy.ch")}
-    sys.modules.update({"chumpy": package, "chumpy.ch": module})
-    try:
-        yield Ch
-    finally:
-        for name, previous in saved.items():
-            if previous is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = previous
+    def __init__(self, x: np.ndarray) -> None:
+        self.__dict__.update(
+            x=x, _dirty_vars={"x"}, _itr=None, _make_dense=False, _make_sparse=False,
+            _depends_on_deps={},
+        )
 
 
 def write_synthetic_mano(
@@ -535,9 +473,9 @@ def write_synthetic_mano(
         return path
     from scipy import sparse
 
-    with _chumpy_ch_registered() as Ch:
+    with pickled_under("chumpy.ch", Ch=_Ch):
         content: dict[str, Any] = dict(arrays)
-        content.update((key, Ch(arrays[key])) for key in ("v_template", "shapedirs", "J"))
+        content.update((key, _Ch(arrays[key])) for key in ("v_template", "shapedirs", "J"))
         content["J_regressor"] = sparse.csc_matrix(arrays["J_regressor"])
         content.update(bs_style="lbs", bs_type="lrotmin")
         with path.open("wb") as file:

@@ -9,10 +9,6 @@ are random: the meshes they produce mean nothing, and every consumer says so.
 
 from __future__ import annotations
 
-import contextlib
-import sys
-import types
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +18,7 @@ import yaml
 from fasthmr_ros.models.checkpoint import OFFICIAL_CHECKPOINT, OFFICIAL_CONFIG
 from fasthmr_ros.models.mano import ManoLayer
 from fasthmr_ros.models.mano_files import load_mano_file, write_synthetic_mano
+from fasthmr_ros.models.pickle_names import pickled_under
 from fasthmr_ros.models.regressor import (
     SMALL_CONFIG,
     HandMeshRegressor,
@@ -58,38 +55,20 @@ class TestAssets:
     mano_dir: Path
 
 
-@contextlib.contextmanager
-def _pickled_as_yacs() -> Iterator[type]:
-    """Yield a dict class that pickles under the global name ``yacs.config.CfgNode``."""
+class _CfgNode(dict):
+    """Pickles like yacs' ``CfgNode``: a dict with yacs' bookkeeping attributes as state."""
 
-    class CfgNode(dict):
-        def __init__(self, values: dict | None = None) -> None:
-            super().__init__(values or {})
-            self.__dict__["__immutable__"] = True
-            self.__dict__["__deprecated_keys__"] = set()
-            self.__dict__["__renamed_keys__"] = {}
-            self.__dict__["__new_allowed__"] = False
-
-    CfgNode.__module__ = "yacs.config"
-    CfgNode.__qualname__ = "CfgNode"
-    saved = {name: sys.modules.get(name) for name in ("yacs", "yacs.config")}
-    module = types.ModuleType("yacs.config")
-    module.CfgNode = CfgNode  # type: ignore[attr-defined]
-    sys.modules["yacs"] = types.ModuleType("yacs")
-    sys.modules["yacs.config"] = module
-    try:
-        yield CfgNode
-    finally:
-        for name, previous in saved.items():
-            if previous is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = previous
+    def __init__(self, values: dict | None = None) -> None:
+        super().__init__(values or {})
+        self.__dict__["__immutable__"] = True
+        self.__dict__["__deprecated_keys__"] = set()
+        self.__dict__["__renamed_keys__"] = {}
+        self.__dict__["__new_allowed__"] = False
 
 
-def _as_cfg(node_class: type, value: object) -> object:
+def _as_cfg(value: object) -> object:
     if isinstance(value, dict):
-        return node_class({k: _as_cfg(node_class, v) for k, v in value.items()})
+        return _CfgNode({k: _as_cfg(v) for k, v in value.items()})
     return value
 
 
@@ -168,14 +147,14 @@ def write_test_assets(
     yaml_config = official_model_config(config)
     checkpoint = data_dir / OFFICIAL_CHECKPOINT
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    with _pickled_as_yacs() as cfg_node:
+    with pickled_under("yacs.config", CfgNode=_CfgNode):
         torch.save(
             {
                 "epoch": 0,
                 "global_step": 0,
                 "pytorch-lightning_version": "2.0.0",
                 "state_dict": state,
-                "hyper_parameters": {"cfg": _as_cfg(cfg_node, yaml_config)},
+                "hyper_parameters": {"cfg": _as_cfg(yaml_config)},
                 "fasthmr_test_asset": True,
                 "fasthmr_config": config.to_dict(),
             },

@@ -1,8 +1,7 @@
 """Load annotation pickles without running code: numpy arrays and plain containers only.
 
-HO3D stores its per-frame annotations as Python 2 pickles (``meta/*.pkl``). A pickle can name
-any importable callable; this loader resolves only the few globals numpy needs to rebuild
-arrays and scalars, and refuses everything else with an error naming the global.
+HO3D stores its per-frame annotations as Python 2 pickles (``meta/*.pkl``); they are read with
+:class:`fasthmr_ros.models.safe_pickle.ArraysOnlyUnpickler`.
 """
 
 from __future__ import annotations
@@ -11,35 +10,9 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-_ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "scalar"),
-        # Protocol 5 rebuilds arrays from their raw buffer.
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-        # Protocol-2 pickles written by Python 3 encode ``bytes`` with ``_codecs.encode``.
-        ("_codecs", "encode"),
-    }
-)
+from fasthmr_ros.models.safe_pickle import ArraysOnlyUnpickler, UnsafePickleError
 
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """The pickle asks for something other than numpy arrays and plain containers."""
-
-
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        raise UnsafePickleError(
-            f"refusing to load global {module}.{name}: annotation pickles may only contain "
-            "numpy arrays, numbers, strings and containers"
-        )
+__all__ = ["UnsafePickleError", "load_restricted_pickle"]
 
 
 def load_restricted_pickle(path: Path | str) -> Any:
@@ -52,7 +25,7 @@ def load_restricted_pickle(path: Path | str) -> Any:
         raise FileNotFoundError(f"annotation file not found: {path}")
     with path.open("rb") as handle:
         try:
-            return _ArraysOnlyUnpickler(handle, encoding="latin1").load()
+            return ArraysOnlyUnpickler(handle, path, kind="an annotation file").load()
         except UnsafePickleError:
             raise
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:

@@ -1,0 +1,138 @@
+"""``fasthmr node hands``: run the hand mesh node, on plain DDS or on rclpy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from fasthmr_ros.cli.main import CommandError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``node`` sub-command."""
+    parser = subparsers.add_parser(
+        "node",
+        help="run a ROS 2 node (hand meshes), with or without a ROS install",
+        description="Run a ROS 2 perception node of this package.",
+    )
+    nodes = parser.add_subparsers(dest="node", metavar="NODE", required=True)
+    hands = nodes.add_parser(
+        "hands",
+        help="the hand mesh node (image -> HandMeshArray, markers, topology, diagnostics)",
+        description=(
+            "Run hand_mesh_node. With --transport dds it speaks ROS 2 over Cyclone DDS without "
+            "a ROS install (domain from ROS_DOMAIN_ID, Cyclone configuration from "
+            "CYCLONEDDS_URI); with --transport rclpy it is the node `ros2 run fasthmr_ros "
+            "hand_mesh_node` starts. Topics, relative to the namespace: subscribes image (or "
+            "image/compressed), camera_info, hand_detections (detector=external); publishes "
+            "hands, hands/markers, hands/topology, hands/debug_image, /tf, /diagnostics."
+        ),
+        epilog=(
+            "example: fasthmr node hands --transport dds --param checkpoint=/data/_DATA "
+            "--remap image:=/camera/color/image_raw --remap camera_info:=/camera/color/"
+            "camera_info"
+        ),
+    )
+    hands.add_argument("--transport", choices=("dds", "rclpy"), default="dds",
+                       help="dds: Cyclone DDS, no ROS needed (default); rclpy: a ROS 2 install")
+    hands.add_argument("--params", action="append", default=[], metavar="FILE",
+                       help="ROS 2 parameter YAML (like config/hands.yaml); repeatable")
+    hands.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="set a parameter (value read as YAML); repeatable")
+    hands.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
+                       help="remap a topic (image:=/camera/image_raw), or __ns:=/x; repeatable")
+    hands.add_argument("--name", default="hand_mesh_node", help="node name")
+    hands.add_argument("--namespace", default="/", help="node namespace (default /)")
+    hands.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                       help="stop after this many seconds (default: run until Ctrl-C)")
+    hands.set_defaults(func=run_hands)
+
+    overhead = nodes.add_parser(
+        "overhead",
+        help="measure the hand mesh node's own cost per frame over DDS (not inference)",
+        description=(
+            "Send frames over loopback DDS through the hand mesh node with two fixed hand "
+            "boxes and report the median milliseconds per frame of decoding, message "
+            "conversion, serialization and publication (the node's overhead; inference is "
+            "reported apart), and the bytes per output message. Set CYCLONEDDS_URI to a "
+            "loopback configuration to keep the traffic on this machine."
+        ),
+    )
+    overhead.add_argument("--frames", type=int, default=50, help="frames to measure")
+    overhead.add_argument("--width", type=int, default=640, help="image width")
+    overhead.add_argument("--height", type=int, default=480, help="image height")
+    overhead.add_argument("--checkpoint", default=None,
+                          help="model checkpoint (default: random-weights test assets)")
+    overhead.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                          help="node parameter, e.g. publish_markers=false; repeatable")
+    overhead.set_defaults(func=run_overhead)
+
+
+def run_overhead(args: argparse.Namespace) -> int:
+    """Measure and print the node overhead as JSON."""
+    from tqdm import tqdm
+
+    from fasthmr_ros.ros.overhead import measure_node_overhead
+    from fasthmr_ros.ros.parameters import ParameterError, parse_override
+
+    if args.frames < 1:
+        raise CommandError("--frames must be at least 1")
+    try:
+        overrides = dict(parse_override(text) for text in args.param)
+        with tqdm(total=args.frames, unit="frame", desc="overhead") as bar:
+            result = measure_node_overhead(
+                args.frames, args.width, args.height, overrides, args.checkpoint,
+                progress=lambda n: bar.update(n - bar.n),
+            )
+    except ParameterError as exc:
+        raise CommandError(str(exc)) from None
+    print(json.dumps(result))
+    return 0
+
+
+def rclpy_arguments(args: argparse.Namespace) -> list[str]:
+    """Translate the options to ROS 2 command-line arguments (``--ros-args ...``)."""
+    ros_args = ["--ros-args", "-r", f"__node:={args.name}", "-r", f"__ns:={args.namespace}"]
+    for path in args.params:
+        ros_args += ["--params-file", path]
+    for text in args.param:
+        name, _, value = text.replace(":=", "=", 1).partition("=")
+        ros_args += ["-p", f"{name}:={value}"]
+    for rule in args.remap:
+        ros_args += ["-r", rule]
+    return ros_args
+
+
+def run_hands(args: argparse.Namespace) -> int:
+    """Run the hand mesh node."""
+    from fasthmr_ros.ros.names import InvalidNameError
+    from fasthmr_ros.ros.parameters import ParameterError
+
+    if args.transport == "rclpy":
+        import importlib.util
+
+        from fasthmr_ros.ros.rclpy_transport import RCLPY_MISSING
+        from fasthmr_ros.ros.rclpy_transport import main as rclpy_main
+
+        if importlib.util.find_spec("rclpy") is None:
+            raise CommandError(RCLPY_MISSING)
+        if args.duration is not None:
+            raise CommandError("--duration is only available with --transport dds")
+        return rclpy_main(["fasthmr"] + rclpy_arguments(args))
+
+    from fasthmr_ros.ros.dds import DdsError
+    from fasthmr_ros.ros.dds_node import run_hand_node
+
+    try:
+        stats = run_hand_node(
+            params_files=args.params,
+            overrides=args.param,
+            remaps=args.remap,
+            node_name=args.name,
+            namespace=args.namespace,
+            duration_s=args.duration,
+        )
+    except (ParameterError, InvalidNameError, DdsError) as exc:
+        raise CommandError(str(exc)) from None
+    print(json.dumps(dict(stats)))
+    return 0

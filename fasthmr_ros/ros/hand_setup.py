@@ -1,0 +1,86 @@
+"""Build the hand mesh node's parts (model, pipeline, box source) from its parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fasthmr_ros.ros.hand_node import HandDetector, HandMeshNode, HandPipeline
+from fasthmr_ros.ros.parameters import ParameterError, ParameterSet
+from fasthmr_ros.ros.transport import Transport
+
+#: Hands MediaPipe may return per image (the top of the max_hands parameter's range).
+MAX_DETECTED_HANDS = 16
+
+
+def build_detector(params: ParameterSet, log: Any) -> HandDetector | None:
+    """Return the box source named by the ``detector`` parameter (``None`` for ``external``)."""
+    name = params["detector"]
+    if name == "external":
+        log.info("hand boxes come from HandDetectionArray messages on hand_detections")
+        return None
+    if name == "mediapipe":
+        from fasthmr_ros.pipeline.mediapipe_detector import MediaPipeHandDetector
+
+        log.info("hand boxes from MediaPipe (hands + pose)" if params["detector_use_pose"]
+                 else "hand boxes from MediaPipe (hands)")
+        # Frames arrive in time order from one camera: let MediaPipe track between them. The
+        # node applies max_hands itself (it can change at run time).
+        return MediaPipeHandDetector(
+            max_hands=MAX_DETECTED_HANDS,
+            min_detection_confidence=params["detector_confidence"],
+            use_pose=params["detector_use_pose"],
+            search_tiles=params["detector_search_tiles"],
+            video_mode=True,
+        )
+    if name == "full_frame":
+        from fasthmr_ros.pipeline.box_sources import FullFrameBoxes
+
+        side = params["full_frame_side"]
+        log.info(f"detector full_frame: each whole image is one {side} hand (for images "
+                 "cropped to a hand)")
+        return FullFrameBoxes(side)
+    raise ParameterError(f"detector {name!r} is not available in this build")
+
+
+def build_pipeline(params: ParameterSet) -> tuple[HandPipeline, np.ndarray]:
+    """Load the regressor named by ``checkpoint`` and wrap it in the hand mesh pipeline.
+
+    Returns:
+        The pipeline and the MANO faces ``(1538, 3)``.
+
+    Raises:
+        ParameterError: when ``checkpoint`` is not set.
+
+    """
+    if not params["checkpoint"]:
+        raise ParameterError(
+            "parameter 'checkpoint' is not set: point it at hamer.ckpt (or its _DATA folder) "
+            "or a student checkpoint, e.g. --param checkpoint=/path/_DATA"
+        )
+    from fasthmr_ros import load_hand_regressor
+    from fasthmr_ros.engines.base import EngineError, create_engine
+    from fasthmr_ros.pipeline.hand_pipeline import HandMeshPipeline
+
+    regressor = load_hand_regressor(
+        params["checkpoint"], mano_dir=params["mano_dir"] or None, device=params["device"]
+    )
+    options = {}
+    if params["engine"] != "torch" and params["engine_cache_dir"]:
+        options["cache_dir"] = params["engine_cache_dir"]
+    try:
+        network = create_engine(regressor, params["engine"], params["precision"],
+                                params["device"], **options)
+    except EngineError as exc:
+        raise ParameterError(f"engine {params['engine']!r} ({params['precision']}, "
+                             f"{params['device']}): {exc}") from exc
+    pipeline = HandMeshPipeline(network, device=params["device"])
+    return pipeline, np.asarray(pipeline.faces)
+
+
+def create_hand_node(transport: Transport, params: ParameterSet) -> HandMeshNode:
+    """Build the model, pipeline and detector and return the (not yet started) node."""
+    pipeline, faces = build_pipeline(params)
+    detector = build_detector(params, transport.logger)
+    return HandMeshNode(transport, params, pipeline, faces, detector)

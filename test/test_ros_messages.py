@@ -1,0 +1,199 @@
+"""The .msg files: ROS's own parser accepts them, rosbags builds types, hashes, CMake lists."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fasthmr_ros.models import constants
+from fasthmr_ros.ros import messages
+
+ROOT = Path(__file__).resolve().parents[1]
+MSG_DIR = ROOT / "msg"
+SYSTEM_PYTHON = "/usr/bin/python3"
+EXPECTED = {"HandMesh", "HandMeshArray", "BodyMesh", "BodyMeshArray", "MeshTopology",
+            "HandDetection", "HandDetectionArray"}
+
+
+def _rosidl_available() -> bool:
+    if not Path(SYSTEM_PYTHON).exists():
+        return False
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import rosidl_adapter.parser"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+needs_rosidl = pytest.mark.skipif(
+    not _rosidl_available(),
+    reason="Debian's python3-rosidl (rosidl_adapter for /usr/bin/python3) is not installed: "
+    "apt-get install python3-rosidl",
+)
+needs_empy = pytest.mark.skipif(
+    not _rosidl_available()
+    or subprocess.run([SYSTEM_PYTHON, "-c", "import em"], capture_output=True).returncode != 0,
+    reason="the .msg -> .idl translation needs python3-rosidl and python3-empy "
+    "(apt-get install python3-rosidl python3-empy)",
+)
+
+_PARSE = """
+import sys
+from rosidl_adapter.parser import parse_message_file
+for path in sys.argv[1:]:
+    spec = parse_message_file('fasthmr_ros', path)
+    print(path, len(spec.fields), len(spec.constants))
+"""
+
+
+def test_every_expected_message_exists():
+    assert {p.stem for p in MSG_DIR.glob("*.msg")} == EXPECTED
+
+
+@needs_rosidl
+def test_rosidl_adapter_accepts_every_msg_file():
+    files = sorted(str(p) for p in MSG_DIR.glob("*.msg"))
+    result = subprocess.run([SYSTEM_PYTHON, "-c", _PARSE, *files], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.strip().splitlines()) == len(files)
+
+
+@needs_rosidl
+def test_rosidl_adapter_rejects_a_bad_field_name(tmp_path):
+    # The validator is live: the same call fails on a name ROS forbids.
+    bad = tmp_path / "Bad.msg"
+    bad.write_text("float32 Score\n")
+    result = subprocess.run([SYSTEM_PYTHON, "-c", _PARSE, str(bad)], capture_output=True,
+                            text=True)
+    assert result.returncode != 0
+    assert "Score" in result.stderr
+
+
+_TO_IDL = """
+import pathlib, sys
+from rosidl_adapter.msg import convert_msg_to_idl
+from rosidl_parser.definition import IdlLocator
+from rosidl_parser.parser import parse_idl_file
+root, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+for name in sys.argv[3:]:
+    idl = convert_msg_to_idl(root, 'fasthmr_ros', pathlib.Path('msg') / name, out / 'msg')
+    parse_idl_file(IdlLocator(out, idl.relative_to(out)))
+    print('IDL', idl.name)
+"""
+
+
+@needs_empy
+def test_msg_files_translate_to_idl_that_rosidl_parser_reads(tmp_path):
+    # The first step of rosidl_generate_interfaces: .msg -> .idl, parsed by rosidl_parser.
+    names = sorted(p.name for p in MSG_DIR.glob("*.msg"))
+    result = subprocess.run([SYSTEM_PYTHON, "-c", _TO_IDL, str(ROOT), str(tmp_path), *names],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    produced = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("IDL ")]
+    assert sorted(produced) == sorted(n.replace(".msg", ".idl") for n in names)
+
+
+def test_typestore_registers_the_package_messages():
+    store = messages.load_typestore(MSG_DIR)
+    assert set(messages.package_message_types(store)) == {
+        f"fasthmr_ros/msg/{n}" for n in EXPECTED
+    }
+
+
+def test_load_typestore_reports_a_missing_folder(tmp_path):
+    with pytest.raises(messages.MessageDefinitionError, match="no .msg files"):
+        messages.load_typestore(tmp_path)
+
+
+def test_load_typestore_reports_a_broken_file(tmp_path):
+    (tmp_path / "Broken.msg").write_text("float32[ broken\n")
+    with pytest.raises(messages.MessageDefinitionError, match="Broken.msg"):
+        messages.load_typestore(tmp_path)
+
+
+def test_hand_mesh_constants_match_the_model_constants():
+    hand = messages.typestore().types["fasthmr_ros/msg/HandMesh"]
+    assert hand.NUM_JOINTS == constants.NUM_JOINTS
+    assert hand.NUM_VERTICES == constants.NUM_VERTICES
+    assert hand.NUM_POSE_JOINTS == constants.NUM_HAND_POSE_JOINTS
+    assert hand.NUM_BETAS == constants.NUM_BETAS
+    for index, name in enumerate(constants.JOINT_NAMES):
+        assert getattr(hand, f"JOINT_{name.upper()}") == index
+    assert (hand.SIDE_LEFT, hand.SIDE_RIGHT) == (0, 1)
+
+
+def test_fixed_array_sizes_follow_the_constants():
+    _, fields = messages.typestore().fielddefs["fasthmr_ros/msg/HandMesh"]
+    sizes = {name: desc[1][1] for name, desc in fields if desc[0].name == "ARRAY"}
+    assert sizes == {
+        "box": 4,
+        "keypoints_2d": 2 * constants.NUM_JOINTS,
+        "joints": constants.NUM_JOINTS,
+        "global_orient": 3,
+        "hand_pose": 3 * constants.NUM_HAND_POSE_JOINTS,
+        "betas": constants.NUM_BETAS,
+    }
+
+
+def test_type_hashes():
+    # The hash of sensor_msgs/Image that Jazzy announces (ros2 topic info -v).
+    assert messages.type_hash("sensor_msgs/msg/Image").startswith("RIHS01_d31d41a9a4c4bc8e")
+    for name in messages.package_message_types():
+        assert re.fullmatch(r"RIHS01_[0-9a-f]{64}", messages.type_hash(name))
+    # Every message has its own hash.
+    hashes = [messages.type_hash(n) for n in messages.package_message_types()]
+    assert len(set(hashes)) == len(hashes)
+
+
+def test_dds_type_names():
+    hand = messages.dds_type_name("fasthmr_ros/msg/HandMesh")
+    assert hand == "fasthmr_ros::msg::dds_::HandMesh_"
+    assert messages.dds_type_name("std_msgs/msg/Header") == "std_msgs::msg::dds_::Header_"
+    with pytest.raises(ValueError, match="pkg/msg/Name"):
+        messages.dds_type_name("HandMesh")
+
+
+def test_new_message_fills_ros_defaults():
+    msg = messages.new_message("fasthmr_ros/msg/HandMesh")
+    assert msg.id == "" and msg.side == 0 and msg.score == 0.0
+    assert msg.box.dtype == np.float32 and msg.box.shape == (4,) and not msg.box.any()
+    assert len(msg.joints) == constants.NUM_JOINTS
+    assert msg.vertices.size == 0
+    assert msg.wrist_pose.orientation.w == 0.0
+    raw = messages.serialize(msg, "fasthmr_ros/msg/HandMesh")
+    back = messages.deserialize(raw, "fasthmr_ros/msg/HandMesh")
+    assert back.box.shape == (4,) and len(back.joints) == constants.NUM_JOINTS
+
+
+def test_new_message_rejects_unknown_fields():
+    with pytest.raises(TypeError, match="no field"):
+        messages.new_message("fasthmr_ros/msg/HandMeshArray", hands=[], bogus=1)
+    with pytest.raises(KeyError, match="unknown message type"):
+        messages.new_message("fasthmr_ros/msg/Nope")
+
+
+def test_time_and_header_helpers():
+    t = messages.time_from_ns(1_700_000_000_123_456_789)
+    assert (t.sec, t.nanosec) == (1_700_000_000, 123_456_789)
+    assert messages.stamp_to_ns(t) == 1_700_000_000_123_456_789
+    header = messages.make_header(5, "cam")
+    assert header.frame_id == "cam" and header.stamp.nanosec == 5
+
+
+def test_cmake_generates_every_msg_file_with_its_dependencies():
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    block = re.search(r"rosidl_generate_interfaces\(\$\{PROJECT_NAME\}(.*?)\)", cmake, re.S)
+    assert block, "CMakeLists.txt must call rosidl_generate_interfaces(${PROJECT_NAME} ...)"
+    listed = set(re.findall(r'"msg/(\w+)\.msg"', block.group(1)))
+    assert listed == {p.stem for p in MSG_DIR.glob("*.msg")}
+    deps = set(block.group(1).split("DEPENDENCIES", 1)[1].split())
+    referenced = set()
+    for path in MSG_DIR.glob("*.msg"):
+        referenced |= set(re.findall(r"^\s*(\w+)/\w+", path.read_text(), re.M))
+    referenced.add("builtin_interfaces")  # std_msgs/Header carries builtin_interfaces/Time
+    assert referenced <= deps
+    for dep in deps:
+        assert f"find_package({dep} REQUIRED)" in cmake
