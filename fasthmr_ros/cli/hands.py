@@ -97,6 +97,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument_group("hand detector (when no --boxes / --full-frame)")
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument(
+        "--engine", default="torch",
+        help="what runs the network: torch (default), onnxruntime or tensorrt",
+    )
+    parser.add_argument(
+        "--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+        help="network precision (fp16 needs a GPU; default fp32)",
+    )
     camera = parser.add_argument_group(
         "camera intrinsics (pixels; default: HaMeR's guess from the image size)"
     )
@@ -217,9 +225,20 @@ def _load_regressor(args: argparse.Namespace) -> Any:
     from fasthmr_ros import load_hand_regressor
 
     try:
-        return load_hand_regressor(args.checkpoint, mano_dir=args.mano_dir, device=args.device)
+        regressor = load_hand_regressor(args.checkpoint, mano_dir=args.mano_dir,
+                                        device=args.device)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         raise CommandError(f"cannot load the model from {args.checkpoint}: {exc}") from None
+    engine = getattr(args, "engine", "torch")
+    precision = getattr(args, "precision", "fp32")
+    if (engine, precision) == ("torch", "fp32"):
+        return regressor
+    from fasthmr_ros.engines.base import EngineError, create_engine
+
+    try:
+        return create_engine(regressor, engine, precision, args.device)
+    except EngineError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _plain(array: np.ndarray) -> Any:

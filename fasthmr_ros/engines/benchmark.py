@@ -196,6 +196,12 @@ def _synthetic_mano() -> Any:
         return ManoLayer(load_mano_file(write_synthetic_mano(folder)))
 
 
+def model_label(spec: str) -> str:
+    """The name a model spec appears under in results: ``NAME`` of ``NAME=PATH``, else itself."""
+    name, sep, _ = spec.partition("=")
+    return name if sep and name else spec
+
+
 def build_model(spec: str, mano_dir: str | None = None) -> HandMeshRegressor:
     """Build or load the regressor named ``spec`` (see the module docstring) in eval mode."""
     from fasthmr_ros.models.regressor import SMALL_CONFIG, RegressorConfig
@@ -409,9 +415,10 @@ def run_benchmark(
         "batches": list(batches), "input_scales": list(input_scales), "device": device,
         "warmup": warmup, "iterations": iterations,
     }
+    specs = {model_label(spec): spec for spec in models}
     variants = [
         Variant(m, e, p, b, s)
-        for m in models for e in engines for p in precisions for s in input_scales
+        for m in specs for e in engines for p in precisions for s in input_scales
         for b in batches
     ]
     if baseline is not None and baseline not in {v.label for v in variants}:
@@ -420,9 +427,9 @@ def run_benchmark(
     bar = tqdm(total=(warmup + iterations) * len(variants), desc="bench", unit="frame",
                disable=not progress)
     regressors = {}
-    for name in dict.fromkeys(models):
+    for name, spec in specs.items():
         bar.set_postfix_str(f"building model {name}")
-        regressors[name] = build_model(name, mano_dir).to(torch_device)
+        regressors[name] = build_model(spec, mano_dir).to(torch_device)
     references = {name: torch_reference(model) for name, model in regressors.items()}
     built, setup = _build_engines(variants, regressors, device, engine_options or {}, bar)
     frames = {b: synthetic_frame(b) for b in batches}
@@ -551,7 +558,9 @@ def write_plot(report: BenchReport, path: str | Path) -> Path:
         offsets += share
     right.set_xlabel("share of the frame's latency per stage (%)")
     right.set_xlim(0, 100)
-    right.legend(loc="lower right", fontsize=8)
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22 * 4 / height), ncol=len(STAGES),
+                 fontsize=8, frameon=False)
+    left.margins(x=0.2)
     figure.suptitle(f"fasthmr bench ({report.settings['device']})")
     figure.tight_layout()
     path = Path(path)

@@ -164,8 +164,10 @@ def export_onnx(
         raw = Path(scratch) / "raw.onnx"
         steps.set_postfix_str("tracing")
         with _quiet_tracer(), torch.no_grad():
+            # The wrapper must be in eval mode: the exporter restores the exported module's
+            # original mode afterwards, which would put the shared backbone into train mode.
             torch.onnx.export(
-                _OutputTuple(network),
+                _OutputTuple(network).eval(),
                 (example,),
                 str(raw),
                 dynamo=False,

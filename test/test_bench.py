@@ -1,0 +1,101 @@
+"""``fasthmr bench`` on tiny settings: runs, writes JSON / markdown / PNG, computes ratios."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import pytest
+
+from fasthmr_ros.cli.main import main
+from fasthmr_ros.engines.benchmark import (
+    STAGES,
+    StageStats,
+    Variant,
+    VariantResult,
+    apply_ratios,
+    markdown_table,
+    run_benchmark,
+)
+
+
+def test_stage_stats():
+    stats = StageStats.from_samples([float(v) for v in range(1, 101)])
+    assert stats.median_ms == pytest.approx(50.5)
+    assert stats.p90_ms == pytest.approx(90.1)
+    assert stats.p99_ms == pytest.approx(99.01)
+    assert stats.mean_ms == pytest.approx(50.5) and stats.samples == 100
+    with pytest.raises(ValueError, match="no samples"):
+        StageStats.from_samples([])
+
+
+def test_ratios_come_from_per_crop_latency():
+    def result(batch: int, network: float) -> VariantResult:
+        r = VariantResult(Variant("m", "torch", "fp32", batch))
+        r.stages = {s: StageStats(network if s == "network" else 1.0, 0, 0, 0, 1)
+                    for s in STAGES}
+        return r
+
+    base, batched = result(1, 10.0), result(4, 20.0)
+    apply_ratios([base, batched], base)
+    assert base.speedup_network == 1.0
+    assert batched.speedup_network == pytest.approx(10.0 / 5.0)
+    assert batched.speedup_total == pytest.approx(14.0 / (24.0 / 4))
+
+
+def test_cli_bench_writes_json_markdown_and_plot(tmp_path, capsys):
+    files = {k: tmp_path / f"bench.{k}" for k in ("json", "md", "png")}
+    code = main([
+        "bench", "--models", "small", "--engines", "torch,onnxruntime",
+        "--precisions", "fp32,fp16", "--batches", "1,2", "--input-scales", "1,0.75",
+        "--iterations", "2", "--warmup", "1", "--cache-dir", str(tmp_path / "cache"),
+        "--json", str(files["json"]), "--markdown", str(files["md"]),
+        "--plot", str(files["png"]),
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    report = json.loads(files["json"].read_text())
+    results = {r["label"]: r for r in report["results"]}
+    assert len(results) == 2 * 2 * 2 * 2
+    assert report["baseline"] == "small/torch/fp32/b1"
+    assert results["small/torch/fp32/b1"]["speedup_network"] == 1.0
+    for label, r in results.items():
+        if "/fp16/" in label:
+            assert r["skipped"] and "fp16" in r["skipped"]
+            continue
+        assert r["skipped"] is None
+        assert set(r["stages"]) == set(STAGES)
+        assert all(s["samples"] == 2 and s["median_ms"] > 0 for s in r["stages"].values())
+        assert r["speedup_network"] > 0
+        if "/s0.75" in label:
+            assert r["output_change_mm"] > 0  # a lower resolution changes the outputs
+        else:
+            assert r["output_change_mm"] < 0.01  # fp32 engines agree with eager PyTorch
+    table = files["md"].read_text()
+    assert table in printed
+    assert "| small/onnxruntime/fp32/b2/s0.75 | onnxruntime-fp32-CPU |" in table
+    assert "Skipped:" in table
+    image = cv2.imread(str(files["png"]))
+    assert image is not None and image.shape[0] > 100 and image.shape[1] > 500
+
+
+def test_bench_with_a_checkpoint_a_student_and_baseline(test_assets):
+    report = run_benchmark([f"mine={test_assets.checkpoint}", "mobilenetv3_large_100"],
+                           batches=[1], warmup=0, iterations=1,
+                           baseline="mobilenetv3_large_100/torch/fp32/b1", progress=False)
+    assert report.baseline == "mobilenetv3_large_100/torch/fp32/b1"
+    assert [r.variant.model for r in report.results] == ["mine", "mobilenetv3_large_100"]
+    student = report.results[1]
+    assert student.speedup_network == 1.0 and student.engine_name.endswith("-cl")
+    table = markdown_table(report)
+    assert "| mobilenetv3_large_100/torch/fp32/b1 |" in table and "| mine/torch/fp32/b1 |" in table
+
+
+def test_cli_bench_errors(capsys):
+    assert main(["bench", "--baseline", "nope/torch/fp32/b1", "--iterations", "1"]) == 2
+    assert "baseline 'nope/torch/fp32/b1' is not one of the variants" in capsys.readouterr().err
+    assert main(["bench", "--models", "not_a_timm_model", "--iterations", "1"]) == 2
+    assert "neither teacher nor small" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--batches", "one"])
+    assert "bad list of batch sizes" in capsys.readouterr().err
