@@ -125,7 +125,7 @@ def rgb() -> np.ndarray:
 
 
 def test_outputs_carry_the_image_stamp_and_frame(harness, rgb):
-    h = harness({"publish_tf": True, "publish_debug_image": True})
+    h = harness({"publish_tf": True, "publish_debug_image": True, "tracking": False})
     stamp = 1_700_000_000_123_456_789
     h.send_frame(rgb, stamp)
     h.wait_received(1)
@@ -161,6 +161,21 @@ def test_outputs_carry_the_image_stamp_and_frame(harness, rgb):
     assert h.out.wait_for(lambda: h.out.count("/diagnostics") >= 1, 10)
     values = {kv.key: kv.value for kv in h.outputs("/diagnostics")[-1].status[0].values}
     assert values["frames_processed"] == "1" and values["engine"] == "torch"
+
+
+def test_tracked_hands_keep_their_id_across_frames(harness, rgb):
+    h = harness({"publish_markers": False, "publish_tf": True})
+    stamps = [1_700_000_000_000_000_000 + k * 33_000_000 for k in range(3)]
+    for k, stamp in enumerate(stamps):
+        h.send_frame(rgb, stamp)
+        h.wait_received(k + 1)
+        h.wait_camera_info(stamp)
+        assert h.node.spin_once(1.0)
+        assert h.out.wait_for(lambda n=k + 1: h.out.count("hands") == n, 10)
+    ids = [[hand.id for hand in array.hands] for array in h.outputs("hands")]
+    assert ids == [["0"], ["0"], ["0"]]
+    frames = {t.child_frame_id for m in h.outputs("/tf") for t in m.transforms}
+    assert frames == {"hand_0_wrist"}
 
 
 def test_latest_frame_wins_and_drops_are_counted(harness, rgb):

@@ -29,6 +29,9 @@ import numpy as np
 from fasthmr_ros.pipeline.camera import resolve_intrinsics
 from fasthmr_ros.pipeline.overlay import draw_hands
 from fasthmr_ros.pipeline.results import CameraIntrinsics, HandBox, HandResult
+from fasthmr_ros.pipeline.smoothing import OneEuroParameters
+from fasthmr_ros.pipeline.temporal import HandStream
+from fasthmr_ros.pipeline.tracking import HandTracker
 from fasthmr_ros.ros import messages
 from fasthmr_ros.ros.camera_info import (
     CameraInfoError,
@@ -263,6 +266,18 @@ class HandMeshNode:
             mesh=parameters["marker_mesh"],
             store=self.store,
         )
+        self.stream = HandStream(
+            tracking=parameters["tracking"],
+            smoothing=parameters["smoothing"],
+            tracker=HandTracker(max_misses=parameters["tracking_max_misses"]),
+            translation=OneEuroParameters(
+                min_cutoff=parameters["smoothing_translation_min_cutoff"],
+                beta=parameters["smoothing_translation_beta"],
+            ),
+            articulation=OneEuroParameters(
+                min_cutoff=parameters["smoothing_min_cutoff"], beta=parameters["smoothing_beta"]
+            ),
+        )
         self.last_timings = FrameTimings()
         self._warned: set[str] = set()
         self._warned_at: dict[str, float] = {}
@@ -427,11 +442,13 @@ class HandMeshNode:
             assert self.detector is not None
             boxes = self.detector.detect(rgb)
         boxes = select_boxes(boxes, params["score_threshold"], params["max_hands"])
+        boxes, track_ids = self.stream.assign(boxes)
         t2 = time.perf_counter()
         timings.detect = t2 - t1
 
         intrinsics = self._intrinsics_for(frame.stamp_ns, rgb.shape[1], rgb.shape[0])
         results = self.pipeline.process(rgb, boxes, intrinsics) if boxes else []
+        results = self.stream.finish(results, track_ids, frame.stamp_ns * 1e-9)
         finite = [r for r in results if np.isfinite(np.asarray(r.vertices)).all()
                   and np.isfinite(np.asarray(r.joints)).all()]
         if len(finite) < len(results):
@@ -565,6 +582,8 @@ class HandMeshNode:
             self.markers.lifetime_s = changed["marker_lifetime"]
         if "marker_mesh" in changed:
             self.markers.mesh = changed["marker_mesh"]
+        if "smoothing" in changed:
+            self.stream.smoothing = changed["smoothing"]
         if changed:
             self.log.info("parameters changed: " + ", ".join(f"{k}={v!r}"
                                                               for k, v in changed.items()))

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from fasthmr_ros.engines.base import ENGINES, PRECISIONS
+from fasthmr_ros.pipeline.smoothing import DEFAULT_ARTICULATION, DEFAULT_TRANSLATION
 
 BOOL = "bool"
 INTEGER = "integer"
@@ -178,6 +179,25 @@ HAND_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
                   value_range=(0.0, 1.0)),
     ParameterSpec("max_hands", INTEGER, 2, "at most this many hands per image (highest scores)",
                   value_range=(1, 16)),
+    ParameterSpec("tracking", BOOL, True, "stable hand ids across frames (box overlap and "
+                  "keypoint distance, Hungarian assignment); off: ids are <side>_<k> per image",
+                  read_only=True),
+    ParameterSpec("tracking_max_misses", INTEGER, 5, "frames a tracked hand keeps its id "
+                  "while not detected", read_only=True, value_range=(0, 300)),
+    ParameterSpec("smoothing", BOOL, True, "One-Euro filter the joints, vertices and "
+                  "translation of tracked hands (causal: adds no latency)"),
+    ParameterSpec("smoothing_min_cutoff", DOUBLE, DEFAULT_ARTICULATION.min_cutoff,
+                  "One-Euro minimum cutoff (Hz) for the hand's shape and pose: lower is "
+                  "smoother at rest", read_only=True, value_range=(0.01, 100.0)),
+    ParameterSpec("smoothing_beta", DOUBLE, DEFAULT_ARTICULATION.beta, "One-Euro speed "
+                  "coefficient for shape and pose: higher follows fast motion with less lag",
+                  read_only=True, value_range=(0.0, 1000.0)),
+    ParameterSpec("smoothing_translation_min_cutoff", DOUBLE, DEFAULT_TRANSLATION.min_cutoff,
+                  "One-Euro minimum cutoff (Hz) for the hand's position", read_only=True,
+                  value_range=(0.01, 100.0)),
+    ParameterSpec("smoothing_translation_beta", DOUBLE, DEFAULT_TRANSLATION.beta,
+                  "One-Euro speed coefficient for the hand's position", read_only=True,
+                  value_range=(0.0, 1000.0)),
     ParameterSpec("publish_markers", BOOL, True, "publish RViz markers on hands/markers"),
     ParameterSpec("marker_mesh", BOOL, True, "include the hand mesh (TRIANGLE_LIST) in the "
                   "markers; skeleton and joints are always included"),
