@@ -30,8 +30,9 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -279,3 +280,24 @@ def cached_export(
         except Exception as exc:  # any unreadable cache file is exported again
             log.warning("cached ONNX graph %s is unreadable (%s); exporting again", path, exc)
     return export_onnx(regressor, path, input_scale=input_scale, opset=opset, progress=progress)
+
+
+def graph_for_engine(regressor: HandMeshRegressor, options: Mapping[str, Any]) -> Path:
+    """The ONNX graph an engine runs, from its factory ``options``.
+
+    ``onnx_path`` names an exported graph, which must have this package's signature and, when
+    ``input_scale`` is given too, have been exported at that scale. Without ``onnx_path`` the
+    regressor is exported once into ``cache_dir`` (see :func:`cached_export`).
+    """
+    input_scale = float(options.get("input_scale", 1.0))
+    onnx_path = options.get("onnx_path")
+    if onnx_path is None:
+        return cached_export(regressor, options.get("cache_dir"), input_scale=input_scale,
+                             progress=bool(options.get("progress", False)))
+    onnx_path = Path(onnx_path)
+    check_graph_signature(onnx_path)
+    stored = float(read_metadata(onnx_path).get("fasthmr_input_scale", "1.0"))
+    if "input_scale" in options and stored != input_scale:
+        raise EngineError(f"{onnx_path} was exported with input_scale {stored}, not "
+                          f"{input_scale}; export it again with --input-scale.")
+    return onnx_path

@@ -219,20 +219,10 @@ def create_onnxruntime_runner(
     (TensorRT provider engine cache), ``progress``.
     """
     reject_unknown_options("onnxruntime", options, OPTIONS)
-    from fasthmr_ros.engines.onnx_export import cached_export, read_metadata
+    from fasthmr_ros.engines.onnx_export import graph_for_engine
 
-    input_scale = float(options.get("input_scale", 1.0))
-    onnx_path = options.get("onnx_path")
-    if onnx_path is None:
-        onnx_path = cached_export(regressor, options.get("cache_dir"), input_scale=input_scale,
-                                  progress=bool(options.get("progress", False)))
-    elif "input_scale" in options:
-        stored = float(read_metadata(onnx_path).get("fasthmr_input_scale", "1.0"))
-        if stored != input_scale:
-            raise EngineError(f"{onnx_path} was exported with input_scale {stored}, not "
-                              f"{input_scale}; export it again with --input-scale.")
     return OnnxRuntimeRunner(
-        onnx_path,
+        graph_for_engine(regressor, options),
         precision=precision,
         device=device,
         providers=options.get("providers"),

@@ -340,28 +340,6 @@ class TensorRTRunner:
         return {key: torch.cat([part[key] for part in parts]) for key in NETWORK_OUTPUTS}
 
 
-def _onnx_for(regressor: HandMeshRegressor, options: Mapping[str, Any]) -> Path:
-    """The exported graph to build from: ``onnx_path``, or the regressor exported once."""
-    from fasthmr_ros.engines.onnx_export import (
-        cached_export,
-        check_graph_signature,
-        read_metadata,
-    )
-
-    input_scale = float(options.get("input_scale", 1.0))
-    onnx_path = options.get("onnx_path")
-    if onnx_path is None:
-        return cached_export(regressor, options.get("cache_dir"), input_scale=input_scale,
-                             progress=bool(options.get("progress", False)))
-    onnx_path = Path(onnx_path)
-    check_graph_signature(onnx_path)
-    stored = float(read_metadata(onnx_path).get("fasthmr_input_scale", "1.0"))
-    if "input_scale" in options and stored != input_scale:
-        raise EngineError(f"{onnx_path} was exported with input_scale {stored}, not "
-                          f"{input_scale}; export it again with --input-scale.")
-    return onnx_path
-
-
 def create_tensorrt_runner(
     regressor: HandMeshRegressor,
     precision: str = "fp16",
@@ -373,7 +351,9 @@ def create_tensorrt_runner(
     settings = settings_from_options(precision, options)
     cuda_device(device)
     import_tensorrt()
-    onnx_path = _onnx_for(regressor, options)
+    from fasthmr_ros.engines.onnx_export import graph_for_engine
+
+    onnx_path = graph_for_engine(regressor, options)
     cached = load_or_build_engine(
         onnx_path, settings, device, cache_dir=options.get("cache_dir"),
         force_rebuild=bool(options.get("force_engine_rebuild", False)),
