@@ -40,7 +40,8 @@ def test_ratios_come_from_per_crop_latency():
     apply_ratios([base, batched], base)
     assert base.speedup_network == 1.0
     assert batched.speedup_network == pytest.approx(10.0 / 5.0)
-    assert batched.speedup_total == pytest.approx(14.0 / (24.0 / 4))
+    others = len(STAGES) - 1  # every other stage takes 1 ms
+    assert batched.speedup_total == pytest.approx((10.0 + others) / ((20.0 + others) / 4))
 
 
 def test_cli_bench_writes_json_markdown_and_plot(tmp_path, capsys):
@@ -89,6 +90,15 @@ def test_bench_with_a_checkpoint_a_student_and_baseline(test_assets):
     assert student.speedup_network == 1.0 and student.engine_name.endswith("-cl")
     table = markdown_table(report)
     assert "| mobilenetv3_large_100/torch/fp32/b1 |" in table and "| mine/torch/fp32/b1 |" in table
+
+
+def test_detect_and_serialize_stages_are_optional(tmp_path):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--models", "small", "--iterations", "2", "--warmup", "0",
+                 "--detector", "none", "--no-serialize", "--json", str(out)])
+    assert code == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert set(result["stages"]) == set(STAGES) - {"detect", "serialize"}
 
 
 def test_cli_bench_errors(capsys):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fasthmr_ros.cli.main import CommandError
 
@@ -76,10 +76,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="folder for exported ONNX graphs (default ~/.cache/fasthmr_ros)")
     parser.add_argument("--baseline", help="variant label the speed-ups refer to "
                         "(e.g. teacher/torch/fp32/b1; default: the first measured)")
+    parser.add_argument("--detector", choices=("mediapipe", "none"), default="mediapipe",
+                        help="time this hand detector on the frame too (default mediapipe; its "
+                        "boxes are not used, every variant reconstructs --batches hands)")
+    parser.add_argument("--no-serialize", action="store_true",
+                        help="leave out the HandMeshArray serialisation stage")
     parser.add_argument("--json", metavar="FILE", help="write the full results as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
     parser.add_argument("--plot", metavar="FILE", help="write a PNG plot (needs matplotlib)")
     parser.set_defaults(func=run)
+
+
+def _optional_stages(args: argparse.Namespace) -> Any:
+    """The detector and the message serializer, from the layers above the engines."""
+    from fasthmr_ros.engines.benchmark import OptionalStages
+
+    detector = None
+    if args.detector == "mediapipe":
+        try:
+            from fasthmr_ros.pipeline.mediapipe_detector import MediaPipeHandDetector
+
+            detector = MediaPipeHandDetector(video_mode=True).detect
+        except ImportError as exc:
+            raise CommandError(f"--detector mediapipe needs mediapipe ({exc}); install the "
+                               "'detect' extra or pass --detector none") from None
+    serializer = None
+    if not args.no_serialize:
+        from fasthmr_ros.ros import messages
+        from fasthmr_ros.ros.hand_messages import HAND_MESH_ARRAY, hand_mesh_array_message
+
+        store = messages.typestore()
+        header = messages.make_header(0, "camera_optical_frame", store)
+
+        def serializer(results: list) -> bytes:
+            message = hand_mesh_array_message(header, results, store)
+            return messages.serialize(message, HAND_MESH_ARRAY, store)
+
+    return OptionalStages(detector=detector, serializer=serializer)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             args.models, args.engines, args.precisions, args.batches, args.input_scales,
             device=args.device, warmup=args.warmup, iterations=args.iterations,
             mano_dir=args.mano_dir, engine_options=engine_options, baseline=args.baseline,
+            optional=_optional_stages(args),
         )
     except (EngineError, CheckpointError, ValueError) as exc:
         raise CommandError(str(exc)) from None

@@ -4,12 +4,16 @@ Every variant processes the same synthetic 640x480 frame with ``batch`` hand box
 stages a node runs, each timed separately (with ``torch.cuda.synchronize`` on a GPU):
 
 * ``decode``: JPEG bytes to an RGB frame (OpenCV), as for a compressed image topic;
+* ``detect``: the hand detector on that frame, when one is given (its boxes are not used, so
+  that every variant reconstructs the same ``batch`` hands);
 * ``crop``: the pipeline's crops of every box into one ``(B, 3, 256, 256)`` batch, on the device;
 * ``network``: the engine (backbone + head);
 * ``mano``: MANO in PyTorch;
-* ``post``: outputs to host arrays and to camera-frame :class:`HandResult` objects.
+* ``post``: outputs to host arrays and to camera-frame :class:`HandResult` objects;
+* ``serialize``: the results to the bytes of an output message, when a serializer is given
+  (the ROS layer passes ``HandMeshArray`` CDR encoding).
 
-Detection and message serialisation join this list when their modules exist. Statistics are
+Stages without their part (no detector, no serializer) are left out of the results. Statistics are
 median / p90 / p99 / mean over the timed iterations after a warm-up. Ratios (speed-ups) compare
 variants of the same run only; ``output_change_mm`` is the largest vertex difference to the
 same model's torch fp32 full-resolution run on the same crops (it measures numerical change,
@@ -43,7 +47,7 @@ from fasthmr_ros.engines.base import EngineError, EngineRegressor, create_engine
 from fasthmr_ros.models.regressor import HandMeshRegressor
 
 #: Stages timed for every variant, in pipeline order.
-STAGES: tuple[str, ...] = ("decode", "crop", "network", "mano", "post")
+STAGES: tuple[str, ...] = ("decode", "detect", "crop", "network", "mano", "post", "serialize")
 #: Size of the synthetic frame.
 FRAME_SIZE: tuple[int, int] = (640, 480)
 #: Models built in memory by name (besides timm student names and checkpoint paths).
@@ -276,13 +280,28 @@ class _Timer:
             self.samples[name].append(1e3 * (time.perf_counter() - start))
 
 
+@dataclass(frozen=True)
+class OptionalStages:
+    """Parts of the frame path that live outside the engines layer, passed in by the caller.
+
+    ``detector(rgb) -> boxes`` and ``serializer(results) -> bytes``; ``None`` leaves the stage
+    out.
+    """
+
+    detector: Callable[[np.ndarray], Any] | None = None
+    serializer: Callable[[list[Any]], bytes] | None = None
+
+
 def _run_frame(engine: EngineRegressor, pipeline: Any, jpeg: bytes, boxes: list[Any],
-               timer: _Timer) -> dict[str, torch.Tensor]:
+               timer: _Timer, optional: OptionalStages) -> dict[str, torch.Tensor]:
     """One frame through every stage; returns the network + MANO outputs."""
     from fasthmr_ros.pipeline.camera import default_intrinsics
 
     with timer.stage("decode"):
         rgb = decode_frame(jpeg)
+    if optional.detector is not None:
+        with timer.stage("detect"):
+            optional.detector(rgb)
     with timer.stage("crop"):
         batch, transforms = pipeline.make_batch(rgb, boxes)
         crops = torch.from_numpy(batch).to(timer.device)
@@ -293,8 +312,11 @@ def _run_frame(engine: EngineRegressor, pipeline: Any, jpeg: bytes, boxes: list[
             outputs = engine.run_mano(params)
     with timer.stage("post"):
         arrays = {k: v.detach().float().cpu().numpy() for k, v in outputs.items()}
-        pipeline.to_results(arrays, boxes, transforms,
-                            default_intrinsics(rgb.shape[1], rgb.shape[0]))
+        results = pipeline.to_results(arrays, boxes, transforms,
+                                      default_intrinsics(rgb.shape[1], rgb.shape[0]))
+    if optional.serializer is not None:
+        with timer.stage("serialize"):
+            optional.serializer(results)
     return outputs
 
 
@@ -334,10 +356,12 @@ class _Running:
     jpeg: bytes
     boxes: list[Any]
     timer: _Timer
+    optional: OptionalStages
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def frame(self) -> None:
-        self.outputs = _run_frame(self.engine, self.pipeline, self.jpeg, self.boxes, self.timer)
+        self.outputs = _run_frame(self.engine, self.pipeline, self.jpeg, self.boxes, self.timer,
+                                  self.optional)
 
 
 def apply_ratios(results: Sequence[VariantResult], baseline: VariantResult) -> None:
@@ -392,6 +416,7 @@ def run_benchmark(
     engine_options: dict[str, dict[str, Any]] | None = None,
     baseline: str | None = None,
     progress: bool = True,
+    optional: OptionalStages = OptionalStages(),
 ) -> BenchReport:
     """Measure every combination; ratios relative to ``baseline`` (a label; default: first).
 
@@ -401,7 +426,8 @@ def run_benchmark(
     every model and engine at once.
 
     ``engine_options`` maps an engine name to extra options for :func:`create_engine` (e.g.
-    ``{"onnxruntime": {"cache_dir": "..."}}``).
+    ``{"onnxruntime": {"cache_dir": "..."}}``). ``optional`` adds the detection and
+    serialisation stages.
     """
     from fasthmr_ros.pipeline.hand_pipeline import HandMeshPipeline
 
@@ -446,7 +472,7 @@ def run_benchmark(
         result.engine_name, result.setup_s = engine.name, setup[key]
         pipeline = HandMeshPipeline(engine, device=str(torch_device))
         running.append(_Running(result, engine, pipeline, *frames[v.batch],
-                                _Timer(torch_device)))
+                                _Timer(torch_device), optional))
     for index in range(warmup + iterations):
         for item in running:
             bar.set_postfix_str(item.result.variant.label)
@@ -455,7 +481,8 @@ def run_benchmark(
             bar.update()
     bar.close()
     for item in running:
-        item.result.stages = {n: StageStats.from_samples(item.timer.samples[n]) for n in STAGES}
+        item.result.stages = {n: StageStats.from_samples(item.timer.samples[n])
+                              for n in STAGES if item.timer.samples[n]}
         crops, _ = item.pipeline.make_batch(decode_frame(item.jpeg), item.boxes)
         expected = references[item.result.variant.model](torch.from_numpy(crops))
         vertices = item.outputs["vertices"].float()
@@ -494,7 +521,8 @@ def markdown_table(report: BenchReport) -> str:
     lines = [header, "|" + "---|" * columns]
     for r in report.measured():
         net = r.stages["network"]
-        other = " | ".join(_fmt(r.stages[s].median_ms) for s in STAGES if s != "network")
+        other = " | ".join(_fmt(r.stages[s].median_ms if s in r.stages else None)
+                           for s in STAGES if s != "network")
         lines.append(
             f"| {r.variant.label} | {r.engine_name} | {other} | {_fmt(net.median_ms)} / "
             f"{_fmt(net.p90_ms)} / {_fmt(net.p99_ms)} | {_fmt(r.network_per_crop_ms)} | "
@@ -553,7 +581,8 @@ def write_plot(report: BenchReport, path: str | Path) -> Path:
                       xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
     offsets = np.zeros(len(measured))
     for stage in STAGES:
-        share = np.array([100 * r.stages[stage].median_ms / r.total_ms for r in measured])
+        share = np.array([100 * r.stages[stage].median_ms / r.total_ms if stage in r.stages
+                          else 0.0 for r in measured])
         right.barh(positions, share, left=offsets, label=stage)
         offsets += share
     right.set_xlabel("share of the frame's latency per stage (%)")
