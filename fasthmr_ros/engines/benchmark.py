@@ -587,7 +587,7 @@ def write_plot(report: BenchReport, path: str | Path) -> Path:
         offsets += share
     right.set_xlabel("share of the frame's latency per stage (%)")
     right.set_xlim(0, 100)
-    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22 * 4 / height), ncol=len(STAGES),
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22 * 4 / height), ncol=4,
                  fontsize=8, frameon=False)
     left.margins(x=0.2)
     figure.suptitle(f"fasthmr bench ({report.settings['device']})")
