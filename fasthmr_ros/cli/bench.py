@@ -76,9 +76,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="folder for exported ONNX graphs (default ~/.cache/fasthmr_ros)")
     parser.add_argument("--baseline", help="variant label the speed-ups refer to "
                         "(e.g. teacher/torch/fp32/b1; default: the first measured)")
-    parser.add_argument("--detector", choices=("mediapipe", "none"), default="mediapipe",
-                        help="time this hand detector on the frame too (default mediapipe; its "
-                        "boxes are not used, every variant reconstructs --batches hands)")
+    parser.add_argument("--detector", choices=("auto", "mediapipe", "none"), default="auto",
+                        help="time this hand detector on the frame too; its boxes are not used, "
+                        "every variant reconstructs --batches hands (default auto: mediapipe "
+                        "when installed, else no detect stage)")
     parser.add_argument("--no-serialize", action="store_true",
                         help="leave out the HandMeshArray serialisation stage")
     parser.add_argument("--json", metavar="FILE", help="write the full results as JSON")
@@ -92,14 +93,15 @@ def _optional_stages(args: argparse.Namespace) -> Any:
     from fasthmr_ros.engines.benchmark import OptionalStages
 
     detector = None
-    if args.detector == "mediapipe":
+    if args.detector != "none":
         try:
             from fasthmr_ros.pipeline.mediapipe_detector import MediaPipeHandDetector
 
             detector = MediaPipeHandDetector(video_mode=True).detect
         except ImportError as exc:
-            raise CommandError(f"--detector mediapipe needs mediapipe ({exc}); install the "
-                               "'detect' extra or pass --detector none") from None
+            if args.detector == "mediapipe":
+                raise CommandError(str(exc)) from None
+            print(f"note: no detect stage ({exc})")
     serializer = None
     if not args.no_serialize:
         from fasthmr_ros.ros import messages
