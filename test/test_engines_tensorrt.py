@@ -619,7 +619,9 @@ def test_bf16_network_types(network_onnx, tmp_path):
 
 def _tiny_model(nodes, initializers, inputs, outputs) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "tiny", inputs, outputs, initializer=initializers)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # IR version 8 goes with opset 17; make_model's default is the newest IR version, which
+    # ONNX Runtime may not read yet.
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def test_fixed_float_inputs_stay_float_and_weights_stay_finite():
