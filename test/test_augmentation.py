@@ -18,13 +18,14 @@ from fasthmr_ros.pipeline.augmentation import (
     rotation_about_optical_axis,
     sample_augmentation,
 )
+from fasthmr_ros.pipeline.crop import crop_hand, normalize_crop
 from fasthmr_ros.pipeline.datasets.sample import (
     HandSample,
     ManoParameters,
     labelled_geometry,
     project_points,
 )
-from fasthmr_ros.pipeline.results import CameraIntrinsics
+from fasthmr_ros.pipeline.results import CameraIntrinsics, HandBox
 
 CAMERA = CameraIntrinsics(fx=500.0, fy=500.0, cx=160.0, cy=120.0)
 
@@ -188,3 +189,20 @@ def test_sample_without_box_is_refused():
     sample.box = None
     with pytest.raises(ValueError, match="no hand box"):
         augment_sample(np.zeros((8, 8, 3), np.uint8), sample, AugmentationParams())
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize(
+    "box", [(140.0, 60.0, 180.0, 160.0), (130.0, 70.0, 190.0, 130.0), (120.0, 95.0, 200.0, 125.0)]
+)
+def test_unaugmented_crop_is_the_inference_crop(side, box):
+    """Without augmentation a training crop shows what crop_hand shows the network."""
+    rng = np.random.default_rng(7)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), (0, 0), 3.0)
+    sample = _sample()
+    sample.side = side
+    sample.box = np.array(box)
+    out = augment_sample(image, sample, AugmentationParams(flip=side == "left"))
+    inference = crop_hand(image, HandBox(*box, side=side))
+    difference = np.abs(normalize_crop(out.image) - inference.image) * 255.0 * 0.229
+    assert difference.max() <= 2.0 and difference.mean() < 0.3

@@ -214,6 +214,15 @@ def test_ho3d_unannotated_and_evaluation_frames(ho3d_root):
     np.testing.assert_allclose(evaluation.box, [100.0, 120.0, 220.0, 260.0])
 
 
+def test_ho3d_joints_without_a_camera_name_the_camera(ho3d_root):
+    root = ho3d_root["root"]
+    meta = _ho3d_meta(np.random.default_rng(2), ho3d_root["joints_gl"]["ABF10/0000"])
+    meta["camMat"] = np.zeros((3, 3))
+    _write_pickle(root / "train" / "ABF10" / "meta" / "0000.pkl", meta)
+    with pytest.raises(DatasetFormatError, match="camMat"):
+        HO3D(root, "train")[0]
+
+
 def test_ho3d_v2_png_and_layout_errors(ho3d_root, tmp_path):
     root = ho3d_root["root"]
     for jpg in (root / "train").rglob("*.jpg"):

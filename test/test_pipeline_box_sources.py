@@ -41,10 +41,13 @@ def test_lookup_by_file_name_stem_and_index(tmp_path):
         ({"a.jpg": {"box": [0, 0, 1, 1]}}, "must map to a list"),
         ({"a.jpg": [{"box": [0, 0, 1], "side": "left"}]}, r"'box' must be \[x1, y1, x2, y2\]"),
         ({"a.jpg": [{"box": [0, 0, "x", 1], "side": "left"}]}, "must be numbers"),
+        ({"a.jpg": [{"box": [0, 0, "1", 1], "side": "left"}]}, "must be numbers"),
+        ({"a.jpg": [{"box": [0, 0, True, 1], "side": "left"}]}, "must be numbers"),
         ({"a.jpg": [{"box": [0, 0, 1, 1], "side": "both"}]}, "'side' must be"),
         ({"a.jpg": [{"box": [0, 0, 1, 1]}]}, "'side' must be"),
         ({"a.jpg": [{"box": [5, 0, 1, 1], "side": "left"}]}, "x2 > x1"),
         ({"a.jpg": [{"box": [0, 0, 1, 1], "side": "left", "score": "high"}]}, "'score'"),
+        ({"a.jpg": [{"box": [0, 0, 1, 1], "side": "left", "score": True}]}, "'score'"),
         ({"a.jpg": ["box"]}, "a hand must be an object"),
     ],
 )

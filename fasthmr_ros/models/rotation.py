@@ -28,13 +28,3 @@ def rot6d_to_rotmat(x: torch.Tensor) -> torch.Tensor:
     b3 = torch.linalg.cross(b1, b2, dim=-1)
     return torch.stack((b1, b2, b3), dim=-1)
 
-
-def rotmat_to_rot6d(rotmat: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`rot6d_to_rotmat` for proper rotations: ``(..., 3, 3) -> (..., 6)``."""
-    return torch.cat((rotmat[..., :, 0], rotmat[..., :, 1]), dim=-1)
-
-
-def mirror_rotmat(rotmat: torch.Tensor) -> torch.Tensor:
-    """Mirror rotations across the camera's y-z plane: ``M R M`` with ``M = diag(-1, 1, 1)``."""
-    sign = rotmat.new_tensor([-1.0, 1.0, 1.0])
-    return rotmat * sign[:, None] * sign[None, :]

@@ -167,9 +167,3 @@ class VisionTransformer(nn.Module):
             tokens = block(tokens)
         tokens = self.last_norm(tokens)
         return tokens.transpose(1, 2).reshape(b, c, rows, cols)
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of parameters of ``module``."""
-    return sum(p.numel() for p in module.parameters())
-

@@ -9,9 +9,12 @@ horizontal flip with probability ``flip_rate``. Defaults are HaMeR's training va
 rotation 30° at rate 0.6, shift 0.02 at rate 0.5, colour 0.2, no flip: the pipeline mirrors
 left hands into right ones anyway, so flips only matter for models fed both sides).
 
-One affine map takes the image to the square crop; 2D keypoints go through that same map and 3D
-labels are rotated about the camera's optical axis by the same angle (and mirrored in x for a
-flip), so images and labels always agree. A flip turns a right hand into a left one.
+The crop is cut around the tight hand box where the inference crop
+(:func:`~fasthmr_ros.pipeline.crop.crop_hand`) cuts it: the box is first grown to HaMeR's 3:4
+(width:height) crop shape, so an un-augmented training crop is the crop the network sees at
+inference. One affine map takes the image to the square crop; 2D keypoints go through that same
+map and 3D labels are rotated about the camera's optical axis by the same angle (and mirrored
+in x for a flip), so images and labels always agree. A flip turns a right hand into a left one.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import cv2
 import numpy as np
 
 from fasthmr_ros.models.constants import CROP_SIZE
+from fasthmr_ros.pipeline.crop import expand_to_aspect_ratio
 from fasthmr_ros.pipeline.datasets.sample import (
     OPENCV_FRAME,
     OPENGL_FRAME,
@@ -139,6 +143,21 @@ def crop_affine(
     return np.hstack([linear, offset[:, None]])
 
 
+def fit_box_to_crop_shape(box: np.ndarray) -> np.ndarray:
+    """Grow a tight ``(x1, y1, x2, y2)`` box about its centre to HaMeR's 3:4 crop shape.
+
+    The larger side of the result is the side (before enlargement) of the square the
+    inference crop cuts around the box (:func:`~fasthmr_ros.pipeline.crop.crop_region`).
+    Boxes without area are returned unchanged (:func:`crop_affine` judges them).
+    """
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
+    if not (x2 > x1 and y2 > y1):
+        return np.array([x1, y1, x2, y2])
+    half = 0.5 * expand_to_aspect_ratio((x2 - x1, y2 - y1))
+    centre = np.array([(x1 + x2) / 2.0, (y1 + y2) / 2.0])
+    return np.concatenate([centre - half, centre + half])
+
+
 def apply_affine(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Map ``(K, 2)`` pixel points through a 2x3 affine map."""
     points = np.asarray(points, dtype=np.float64)
@@ -200,7 +219,7 @@ def augment_sample(
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be RGB uint8 (H, W, 3), got {image.dtype} {image.shape}")
-    affine = crop_affine(sample.box, params, config)
+    affine = crop_affine(fit_box_to_crop_shape(sample.box), params, config)
     crop = cv2.warpAffine(
         image,
         affine,

@@ -36,6 +36,11 @@ class HandDetector(Protocol):
         ...
 
 
+def _is_number(value: Any) -> bool:
+    """Whether a JSON value is a number (JSON's ``true``/``false`` and strings are not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _parse_hand(entry: Any, where: str) -> HandBox:
     """Build a :class:`HandBox` from one JSON hand entry; ``where`` names it in errors."""
     if not isinstance(entry, Mapping):
@@ -43,18 +48,16 @@ def _parse_hand(entry: Any, where: str) -> HandBox:
     box = entry.get("box")
     if not isinstance(box, (list, tuple)) or len(box) != 4:
         raise ValueError(f"{where}: 'box' must be [x1, y1, x2, y2], got {box!r}")
-    try:
-        coords = [float(v) for v in box]
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: 'box' values must be numbers, got {box!r}") from None
+    if not all(_is_number(v) for v in box):
+        raise ValueError(f"{where}: 'box' values must be numbers, got {box!r}")
     side = entry.get("side")
     if side not in SIDES:
         raise ValueError(f"{where}: 'side' must be 'left' or 'right', got {side!r}")
     score = entry.get("score", 1.0)
-    if not isinstance(score, (int, float)) or not math.isfinite(score):
+    if not _is_number(score) or not math.isfinite(score):
         raise ValueError(f"{where}: 'score' must be a finite number, got {score!r}")
     try:
-        return HandBox(*coords, side=side, score=float(score), source="json")
+        return HandBox(*(float(v) for v in box), side=side, score=float(score), source="json")
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
 

@@ -170,10 +170,20 @@ def check_image(image_rgb: np.ndarray) -> None:
         )
 
 
-def normalize_crop(patch_rgb: np.ndarray) -> np.ndarray:
-    """Turn an ``H x W x 3`` RGB patch (0-255) into ImageNet-normalised float32 ``3 x H x W``."""
+def normalize_crop(patch_rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Turn an ``H x W x 3`` RGB patch (0-255) into ImageNet-normalised float32 ``3 x H x W``.
+
+    ``out``, when given, is the float32 ``3 x H x W`` array written and returned (e.g. one slot
+    of a batch, which saves allocating and copying every crop).
+    """
     patch = np.asarray(patch_rgb)
-    out = np.empty((3, *patch.shape[:2]), dtype=np.float32)
+    shape = (3, *patch.shape[:2])
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32:
+        raise ValueError(
+            f"out must be a float32 array of shape {shape}, got {out.dtype} {out.shape}"
+        )
     for c, channel in enumerate(cv2.split(patch)):  # contiguous planes: fast elementwise ops
         np.subtract(channel, _MEAN_255[c], out=out[c], dtype=np.float32)
         np.divide(out[c], _STD_255[c], out=out[c])
@@ -188,7 +198,10 @@ def _window(lo: float, hi: float, margin: int, limit: int) -> tuple[int, int]:
 
 
 def crop_hand(
-    image_rgb: np.ndarray, box: HandBox, rescale_factor: float = DEFAULT_RESCALE_FACTOR
+    image_rgb: np.ndarray,
+    box: HandBox,
+    rescale_factor: float = DEFAULT_RESCALE_FACTOR,
+    out: np.ndarray | None = None,
 ) -> HandCrop:
     """Cut the network input for one hand out of an RGB uint8 frame, exactly as HaMeR's demo.
 
@@ -196,6 +209,8 @@ def crop_hand(
         image_rgb: ``H x W x 3`` uint8 RGB frame.
         box: tight hand box; ``box.side`` decides whether the crop is mirrored.
         rescale_factor: box enlargement (HaMeR's demo uses 2.0).
+        out: float32 ``(3, 256, 256)`` array to write the crop into (a batch slot); a new
+            one when omitted.
 
     Returns:
         The normalised ``(3, 256, 256)`` float32 crop and its :class:`CropTransform`.
@@ -226,7 +241,7 @@ def crop_hand(
     m = transform.warp_matrix()
     if x1 <= x0 or y1 <= y0:  # the region misses the frame: the demo's crop is all zeros
         patch = np.zeros((CROP_SIZE, CROP_SIZE, 3), dtype=np.float32)
-        return HandCrop(image=normalize_crop(patch), transform=transform)
+        return HandCrop(image=normalize_crop(patch, out), transform=transform)
 
     if kernel is None and not transform.flip:  # the demo's own warp: the whole frame, no copy
         patch = cv2.warpAffine(image_rgb, m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR,
@@ -264,4 +279,4 @@ def crop_hand(
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
-    return HandCrop(image=normalize_crop(patch), transform=transform)
+    return HandCrop(image=normalize_crop(patch, out), transform=transform)

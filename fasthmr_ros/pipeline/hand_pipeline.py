@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fasthmr_ros.models.constants import NUM_FACES, NUM_JOINTS, NUM_VERTICES
+from fasthmr_ros.models.constants import CROP_SIZE, NUM_FACES, NUM_JOINTS, NUM_VERTICES
 from fasthmr_ros.pipeline.camera import (
     crop_to_camera_translation,
     project_points,
@@ -116,9 +116,13 @@ class HandMeshPipeline:
     ) -> tuple[np.ndarray, list[CropTransform]]:
         """Crop every box: ``(N, 3, 256, 256)`` float32 batch and the crop transforms."""
         check_image(image_rgb)
-        crops = [crop_hand(image_rgb, box, self.rescale_factor) for box in boxes]
-        batch = np.stack([c.image for c in crops]) if crops else np.zeros((0, 3, 256, 256))
-        return batch.astype(np.float32, copy=False), [c.transform for c in crops]
+        # Each crop is written straight into its batch slot: no per-crop array, no stacking.
+        batch = np.empty((len(boxes), 3, CROP_SIZE, CROP_SIZE), dtype=np.float32)
+        transforms = [
+            crop_hand(image_rgb, box, self.rescale_factor, out=slot).transform
+            for box, slot in zip(boxes, batch, strict=True)
+        ]
+        return batch, transforms
 
     def run_network(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run the regressor on a crop batch and return its outputs as float32 numpy arrays."""

@@ -51,13 +51,13 @@ def draw_mesh(
     verts = np.asarray(vertices, dtype=np.float64)
     faces = np.asarray(faces)
     uv = project_points(verts, intrinsics)
-    tri = verts[faces]  # (F, 3, 3)
     uv[~(np.abs(uv) < _MAX_COORD).all(axis=-1)] = np.nan
-    valid = np.isfinite(uv[faces]).all(axis=(1, 2))
+    tri_uv = uv[faces]  # (F, 3, 2)
+    valid = np.isfinite(tri_uv).all(axis=(1, 2))
     if not valid.any():
         return image_bgr
-    tri_uv = uv[faces][valid]
-    tri = tri[valid]
+    tri_uv = tri_uv[valid]
+    tri = verts[faces[valid]]  # (F', 3, 3)
     depth = tri[:, :, 2].mean(axis=1)
     order = np.argsort(-depth)  # far first
     canvas = image_bgr.copy()

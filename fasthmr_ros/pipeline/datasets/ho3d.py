@@ -124,7 +124,12 @@ class HO3D(Sequence[HandSample]):
         camera = _camera(meta.get("camMat"))
         sample.camera = camera
         joints = _array(meta.get("handJoints3D"))
-        if joints is not None and joints.shape == (NUM_JOINTS, 3) and camera is not None:
+        if joints is not None and joints.shape == (NUM_JOINTS, 3):
+            if camera is None:
+                raise DatasetFormatError(
+                    f"{meta_path}: camMat is missing or not a camera matrix (3x3, finite, "
+                    "positive focal lengths), so the 21 hand joints cannot be projected"
+                )
             sample.joints = opengl_to_optical(joints[list(MANO_TO_OPENPOSE)])
             sample.keypoints_2d, sample.box = labelled_geometry(sample.joints, camera)
             sample.root_joint = sample.joints[0].copy()

@@ -14,9 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-)
+from fasthmr_ros.pipeline.video import IMAGE_SUFFIXES  # the images ``fasthmr hands`` reads
+
+#: Files read as videos.
 VIDEO_SUFFIXES: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 
 _LOG = logging.getLogger(__name__)

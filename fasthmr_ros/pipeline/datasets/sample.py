@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fasthmr_ros.pipeline.camera import project_points as camera_projection
 from fasthmr_ros.pipeline.results import SIDES, CameraIntrinsics
 
 #: MANO parameter frames a dataset may store them in.
@@ -101,19 +102,20 @@ def read_rgb_image(path: Path | str) -> np.ndarray:
 
 
 def project_points(points: np.ndarray, camera: CameraIntrinsics) -> np.ndarray:
-    """Pinhole projection of ``(K, 3)`` optical-frame points to ``(K, 2)`` pixels."""
+    """Pinhole projection of ``(K, 3)`` labelled optical-frame points to ``(K, 2)`` pixels.
+
+    Unlike :func:`fasthmr_ros.pipeline.camera.project_points` (NaN for such points), a point at
+    or behind the camera raises :class:`DatasetFormatError`: labels are never there.
+    """
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"points must have shape (K, 3), got {points.shape}")
-    depth = points[:, 2]
-    if np.any(depth <= 0):
+    if np.any(points[:, 2] <= 0):
         raise DatasetFormatError(
             "a 3D point lies at or behind the camera (z <= 0): the points are not in the "
             "optical frame (x right, y down, z forward); OpenGL data needs y and z negated"
         )
-    u = camera.fx * points[:, 0] / depth + camera.cx
-    v = camera.fy * points[:, 1] / depth + camera.cy
-    return np.stack([u, v], axis=1)
+    return camera_projection(points, camera)
 
 
 def tight_box(keypoints_2d: np.ndarray) -> np.ndarray:
