@@ -190,10 +190,18 @@ def test_strided_frames_give_the_same_crop():
     )
 
 
-@pytest.mark.parametrize("box_xyxy", [(100.0, 20.0, 230.0, 230.0), (900.0, 900.0, 950.0, 950.0)])
-def test_crop_written_into_a_given_array(box_xyxy):
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize(
+    "box_xyxy",
+    [
+        (100.0, 20.0, 230.0, 230.0),  # blurred
+        (120.0, 60.0, 170.0, 120.0),  # small: no blur (right hands warp the whole frame)
+        (900.0, 900.0, 950.0, 950.0),  # outside the frame
+    ],
+)
+def test_crop_written_into_a_given_array(box_xyxy, side):
     image = textured_image(240, 320, seed=4)
-    box = HandBox(*box_xyxy, side="left")
+    box = HandBox(*box_xyxy, side=side)
     batch = np.full((2, 3, 256, 256), np.nan, dtype=np.float32)
     crop = crop_hand(image, box, out=batch[1])
     assert np.shares_memory(crop.image, batch)

@@ -246,7 +246,7 @@ def crop_hand(
     if kernel is None and not transform.flip:  # the demo's own warp: the whole frame, no copy
         patch = cv2.warpAffine(image_rgb, m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        return HandCrop(image=normalize_crop(patch), transform=transform)
+        return HandCrop(image=normalize_crop(patch, out), transform=transform)
 
     # Read a window grown by the blur radius (inside the frame). Blurring it with a replicated
     # border equals whole-frame blurring with skimage's mode='nearest' on [x0, x1) x [y0, y1),
