@@ -236,6 +236,37 @@ def test_bad_messages_are_logged_and_skipped(harness, rgb, caplog):
         assert words in log, words
 
 
+class NonFiniteOnce:
+    """The real pipeline, whose first hand comes out with NaN vertices (an fp16 overflow)."""
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline
+        self.calls = 0
+
+    def process(self, image_rgb, boxes, intrinsics=None):
+        results = self.pipeline.process(image_rgb, boxes, intrinsics)
+        self.calls += 1
+        if self.calls == 1:
+            results[0].vertices = np.full_like(results[0].vertices, np.nan)
+        return results
+
+
+def test_non_finite_hands_are_dropped_and_never_smoothed(harness, rgb, caplog):
+    h = harness({"publish_markers": False})  # tracking and smoothing on (the defaults)
+    h.node.pipeline = NonFiniteOnce(h.node.pipeline)
+    caplog.set_level(logging.WARNING)
+    for k, stamp in enumerate((61_000_000, 94_000_000)):
+        h.send_frame(rgb, stamp)
+        h.wait_received(k + 1)
+        assert h.node.spin_once(1.0)  # the frame is processed, only the bad hand is dropped
+    assert h.out.wait_for(lambda: h.out.count("hands") == 2, 10)
+    first, second = h.outputs("hands")
+    assert first.hands == [] and len(second.hands) == 1
+    assert np.isfinite(second.hands[0].vertices).all()
+    assert "with non-finite vertices or joints" in caplog.text
+    assert h.node.stats.messages_rejected == 0
+
+
 def test_compressed_images_follow_remaps_of_the_base_topic(harness, rgb):
     h = harness({"image_transport": "compressed", "publish_markers": False},
                 remaps=["image:=/camera/rgb"])
