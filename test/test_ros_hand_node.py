@@ -366,6 +366,20 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
             create_hand_node(transport, ParameterSet())
 
 
+@pytest.mark.parametrize("missing", ["checkpoint", "mano_dir"])
+def test_unloadable_model_is_a_command_error(test_assets, tmp_path, monkeypatch, capsys,
+                                             missing):
+    from fasthmr_ros.cli.main import main
+
+    monkeypatch.setenv("CYCLONEDDS_URI", "file://" + str(write_loopback_config(tmp_path)))
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(random_domain_id()))
+    values = {"checkpoint": str(test_assets.checkpoint), missing: str(tmp_path / "nothing")}
+    args = [f"--param={name}={value}" for name, value in values.items()]
+    assert main(["node", "hands", "--duration", "0", *args]) == 2
+    error = capsys.readouterr().err
+    assert "cannot load the model" in error and "nothing does not exist" in error
+
+
 def test_latest_frame_slot_and_box_selection():
     drops = []
     slot = LatestFrameSlot(on_drop=lambda: drops.append(1))
