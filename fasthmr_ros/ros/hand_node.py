@@ -34,6 +34,7 @@ from fasthmr_ros.pipeline.temporal import HandStream
 from fasthmr_ros.pipeline.tracking import HandTracker
 from fasthmr_ros.ros import messages
 from fasthmr_ros.ros.camera_info import (
+    CAMERA_INFO,
     CameraInfoError,
     IntrinsicsByStamp,
     intrinsics_from_camera_info,
@@ -54,6 +55,8 @@ from fasthmr_ros.ros.hand_messages import (
     mano_topology_message,
 )
 from fasthmr_ros.ros.image_codec import (
+    COMPRESSED_IMAGE,
+    IMAGE,
     ImageDecodeError,
     UnsupportedEncodingError,
     decode_compressed_image,
@@ -65,10 +68,6 @@ from fasthmr_ros.ros.parameters import ParameterError, ParameterSet
 from fasthmr_ros.ros.qos import DEFAULT, LATCHED, SENSOR_DATA, TF, image_qos
 from fasthmr_ros.ros.tf_frames import TF_MESSAGE, TF_TOPIC, wrist_transforms
 from fasthmr_ros.ros.transport import RawPublisher, Transport
-
-IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
-CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 
 #: Default node name (``ros2 run fasthmr_ros hand_mesh_node``).
 NODE_NAME = "hand_mesh_node"
