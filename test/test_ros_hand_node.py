@@ -8,6 +8,7 @@ loop itself (``spin_once``) so every step is deterministic.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 
 import numpy as np
@@ -375,9 +376,12 @@ def test_unloadable_model_is_a_command_error(test_assets, tmp_path, monkeypatch,
     monkeypatch.setenv("ROS_DOMAIN_ID", str(random_domain_id()))
     values = {"checkpoint": str(test_assets.checkpoint), missing: str(tmp_path / "nothing")}
     args = [f"--param={name}={value}" for name, value in values.items()]
+    handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
     assert main(["node", "hands", "--duration", "0", *args]) == 2
     error = capsys.readouterr().err
     assert "cannot load the model" in error and "nothing does not exist" in error
+    # The node's Ctrl-C handling ends with it.
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers
 
 
 def test_latest_frame_slot_and_box_selection():
