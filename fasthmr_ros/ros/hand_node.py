@@ -462,7 +462,8 @@ class HandMeshNode:
         cpu2 = time.thread_time()
         self._publish_outputs(frame, rgb, results, intrinsics, timings)
         timings.overhead_cpu += time.thread_time() - cpu2
-        self.stats.output(self.clock(), self.clock() - frame.received)
+        done = self.clock()
+        self.stats.output(done, done - frame.received)
         self.last_timings = timings
         return timings
 
