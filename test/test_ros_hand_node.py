@@ -8,6 +8,7 @@ loop itself (``spin_once``) so every step is deterministic.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 
 import numpy as np
@@ -236,6 +237,37 @@ def test_bad_messages_are_logged_and_skipped(harness, rgb, caplog):
         assert words in log, words
 
 
+class NonFiniteOnce:
+    """The real pipeline, whose first hand comes out with NaN vertices (an fp16 overflow)."""
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline
+        self.calls = 0
+
+    def process(self, image_rgb, boxes, intrinsics=None):
+        results = self.pipeline.process(image_rgb, boxes, intrinsics)
+        self.calls += 1
+        if self.calls == 1:
+            results[0].vertices = np.full_like(results[0].vertices, np.nan)
+        return results
+
+
+def test_non_finite_hands_are_dropped_and_never_smoothed(harness, rgb, caplog):
+    h = harness({"publish_markers": False})  # tracking and smoothing on (the defaults)
+    h.node.pipeline = NonFiniteOnce(h.node.pipeline)
+    caplog.set_level(logging.WARNING)
+    for k, stamp in enumerate((61_000_000, 94_000_000)):
+        h.send_frame(rgb, stamp)
+        h.wait_received(k + 1)
+        assert h.node.spin_once(1.0)  # the frame is processed, only the bad hand is dropped
+    assert h.out.wait_for(lambda: h.out.count("hands") == 2, 10)
+    first, second = h.outputs("hands")
+    assert first.hands == [] and len(second.hands) == 1
+    assert np.isfinite(second.hands[0].vertices).all()
+    assert "with non-finite vertices or joints" in caplog.text
+    assert h.node.stats.messages_rejected == 0
+
+
 def test_compressed_images_follow_remaps_of_the_base_topic(harness, rgb):
     h = harness({"image_transport": "compressed", "publish_markers": False},
                 remaps=["image:=/camera/rgb"])
@@ -333,6 +365,23 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
     with DdsTransport("n", "/", domain_id=random_domain_id()) as transport:
         with pytest.raises(ParameterError, match="'checkpoint' is not set"):
             create_hand_node(transport, ParameterSet())
+
+
+@pytest.mark.parametrize("missing", ["checkpoint", "mano_dir"])
+def test_unloadable_model_is_a_command_error(test_assets, tmp_path, monkeypatch, capsys,
+                                             missing):
+    from fasthmr_ros.cli.main import main
+
+    monkeypatch.setenv("CYCLONEDDS_URI", "file://" + str(write_loopback_config(tmp_path)))
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(random_domain_id()))
+    values = {"checkpoint": str(test_assets.checkpoint), missing: str(tmp_path / "nothing")}
+    args = [f"--param={name}={value}" for name, value in values.items()]
+    handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
+    assert main(["node", "hands", "--duration", "0", *args]) == 2
+    error = capsys.readouterr().err
+    assert "cannot load the model" in error and "nothing does not exist" in error
+    # The node's Ctrl-C handling ends with it.
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers
 
 
 def test_latest_frame_slot_and_box_selection():

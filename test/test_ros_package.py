@@ -88,6 +88,9 @@ def test_cmake_installs_the_node_launch_and_config():
     assert re.search(r"install\(DIRECTORY launch config DESTINATION share/\$\{PROJECT_NAME\}\)",
                      cmake)
     assert 'DESTINATION "${PYTHON_INSTALL_DIR}/${PROJECT_NAME}"' in cmake
+    # The folder comes from ament_cmake_python's public macro, not from a side effect.
+    assert cmake.index("ament_get_python_install_dir(PYTHON_INSTALL_DIR)") < cmake.index(
+        'DESTINATION "${PYTHON_INSTALL_DIR}')
     # The Python install comes after rosidl_generate_interfaces so our __init__.py wins.
     assert cmake.index("rosidl_generate_interfaces(") < cmake.index("PYTHON_INSTALL_DIR")
     script = ROOT / "scripts" / "hand_mesh_node"

@@ -18,14 +18,13 @@ from typing import Any
 from fasthmr_ros.ros import messages
 from fasthmr_ros.ros.hand_node import (
     CAMERA_INFO_TOPIC,
-    COMPRESSED_IMAGE,
     COMPRESSED_SUFFIX,
-    IMAGE,
     IMAGE_TOPIC,
     HandDetector,
     HandMeshNode,
     HandPipeline,
 )
+from fasthmr_ros.ros.image_codec import COMPRESSED_IMAGE, IMAGE
 from fasthmr_ros.ros.names import NameResolver
 from fasthmr_ros.ros.parameters import ParameterSet
 from fasthmr_ros.ros.qos import BEST_EFFORT, TRANSIENT_LOCAL, QosProfile

@@ -10,6 +10,8 @@ import numpy as np
 from fasthmr_ros.pipeline.results import CameraIntrinsics
 from fasthmr_ros.ros import messages
 
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+
 
 class CameraInfoError(ValueError):
     """A CameraInfo message whose intrinsics cannot be used."""
@@ -60,7 +62,7 @@ def camera_info_message(
         p = np.concatenate([intrinsics.matrix(), np.zeros((3, 1))], axis=1).reshape(-1)
         r = np.eye(3).reshape(-1)
     return messages.new_message(
-        "sensor_msgs/msg/CameraInfo",
+        CAMERA_INFO,
         store,
         header=header,
         height=int(height),

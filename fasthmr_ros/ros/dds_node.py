@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -75,11 +76,13 @@ def run_hand_node(
     resolver = NameResolver.from_rules(node_name, namespace, remaps)
     params = resolve_parameters(resolver.fully_qualified_node_name, params_files, overrides)
     stop = stop or threading.Event()
-    if install_signal_handlers and threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-    transport = DdsTransport(node_name, namespace, remaps)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous = signal.signal(sig, lambda *_: stop.set())
+                if previous is not None:  # None: a handler Python did not install
+                    cleanup.callback(signal.signal, sig, previous)
+        transport = cleanup.enter_context(DdsTransport(node_name, namespace, remaps))
         node = create_hand_node(transport, params)
         node.start()
         transport.logger.info(
@@ -101,6 +104,3 @@ def run_hand_node(
             "frames_dropped": snapshot.frames_dropped,
             "messages_rejected": snapshot.messages_rejected,
         }
-    finally:
-        transport.close()
-

@@ -34,6 +34,7 @@ from fasthmr_ros.pipeline.temporal import HandStream
 from fasthmr_ros.pipeline.tracking import HandTracker
 from fasthmr_ros.ros import messages
 from fasthmr_ros.ros.camera_info import (
+    CAMERA_INFO,
     CameraInfoError,
     IntrinsicsByStamp,
     intrinsics_from_camera_info,
@@ -54,6 +55,8 @@ from fasthmr_ros.ros.hand_messages import (
     mano_topology_message,
 )
 from fasthmr_ros.ros.image_codec import (
+    COMPRESSED_IMAGE,
+    IMAGE,
     ImageDecodeError,
     UnsupportedEncodingError,
     decode_compressed_image,
@@ -65,10 +68,6 @@ from fasthmr_ros.ros.parameters import ParameterError, ParameterSet
 from fasthmr_ros.ros.qos import DEFAULT, LATCHED, SENSOR_DATA, TF, image_qos
 from fasthmr_ros.ros.tf_frames import TF_MESSAGE, TF_TOPIC, wrist_transforms
 from fasthmr_ros.ros.transport import RawPublisher, Transport
-
-IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
-CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 
 #: Default node name (``ros2 run fasthmr_ros hand_mesh_node``).
 NODE_NAME = "hand_mesh_node"
@@ -448,21 +447,23 @@ class HandMeshNode:
 
         intrinsics = self._intrinsics_for(frame.stamp_ns, rgb.shape[1], rgb.shape[0])
         results = self.pipeline.process(rgb, boxes, intrinsics) if boxes else []
-        results = self.stream.finish(results, track_ids, frame.stamp_ns * 1e-9)
-        finite = [r for r in results if np.isfinite(np.asarray(r.vertices)).all()
-                  and np.isfinite(np.asarray(r.joints)).all()]
+        # Drop broken hands before smoothing: the filters refuse NaN (and must not keep it).
+        finite = [(r, i) for r, i in zip(results, track_ids, strict=True)
+                  if np.isfinite(r.vertices).all() and np.isfinite(r.joints).all()]
         if len(finite) < len(results):
             self._warn_throttled("non_finite", f"dropped {len(results) - len(finite)} hand(s) "
                                  "with non-finite vertices or joints (check the model weights "
                                  "and the engine precision)")
-        results = finite
+        results = self.stream.finish([r for r, _ in finite], [i for _, i in finite],
+                                     frame.stamp_ns * 1e-9)
         t3 = time.perf_counter()
         timings.infer = t3 - t2
 
         cpu2 = time.thread_time()
         self._publish_outputs(frame, rgb, results, intrinsics, timings)
         timings.overhead_cpu += time.thread_time() - cpu2
-        self.stats.output(self.clock(), self.clock() - frame.received)
+        done = self.clock()
+        self.stats.output(done, done - frame.received)
         self.last_timings = timings
         return timings
 

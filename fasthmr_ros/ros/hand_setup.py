@@ -51,7 +51,8 @@ def build_pipeline(params: ParameterSet) -> tuple[HandPipeline, np.ndarray]:
         The pipeline and the MANO faces ``(1538, 3)``.
 
     Raises:
-        ParameterError: when ``checkpoint`` is not set.
+        ParameterError: when ``checkpoint`` is not set, or the model or engine cannot be loaded
+            as the parameters say.
 
     """
     if not params["checkpoint"]:
@@ -63,9 +64,14 @@ def build_pipeline(params: ParameterSet) -> tuple[HandPipeline, np.ndarray]:
     from fasthmr_ros.engines.base import EngineError, create_engine
     from fasthmr_ros.pipeline.hand_pipeline import HandMeshPipeline
 
-    regressor = load_hand_regressor(
-        params["checkpoint"], mano_dir=params["mano_dir"] or None, device=params["device"]
-    )
+    try:
+        regressor = load_hand_regressor(
+            params["checkpoint"], mano_dir=params["mano_dir"] or None, device=params["device"]
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # missing/bad files, no GPU
+        raise ParameterError(f"cannot load the model (checkpoint {params['checkpoint']!r}, "
+                             f"mano_dir {params['mano_dir']!r}, device {params['device']!r}): "
+                             f"{exc}") from exc
     options = {}
     if params["engine"] != "torch" and params["engine_cache_dir"]:
         options["cache_dir"] = params["engine_cache_dir"]

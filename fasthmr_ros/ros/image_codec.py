@@ -14,6 +14,9 @@ import numpy as np
 
 from fasthmr_ros.ros import messages
 
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+
 
 class ImageDecodeError(ValueError):
     """An image message that cannot be turned into pixels (bad size, step or data)."""
@@ -157,7 +160,7 @@ def encode_image(
     height, width = pixels.shape[:2]
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     return messages.new_message(
-        "sensor_msgs/msg/Image",
+        IMAGE,
         store,
         header=header,
         height=height,
@@ -184,7 +187,7 @@ def encode_compressed_image(
     if not ok:
         raise RuntimeError(f"OpenCV could not encode a {image.shape} image as {fmt}")
     return messages.new_message(
-        "sensor_msgs/msg/CompressedImage",
+        COMPRESSED_IMAGE,
         store,
         header=header,
         format=f"rgb8; {fmt} compressed bgr8",

@@ -18,14 +18,15 @@ import numpy as np
 from fasthmr_ros.pipeline.results import CameraIntrinsics
 from fasthmr_ros.pipeline.video import IMAGE_SUFFIXES
 from fasthmr_ros.ros import messages
-from fasthmr_ros.ros.camera_info import camera_info_message
-from fasthmr_ros.ros.image_codec import encode_compressed_image, encode_image
+from fasthmr_ros.ros.camera_info import CAMERA_INFO, camera_info_message
+from fasthmr_ros.ros.image_codec import (
+    COMPRESSED_IMAGE,
+    IMAGE,
+    encode_compressed_image,
+    encode_image,
+)
 from fasthmr_ros.ros.qos import DEFAULT, SENSOR_DATA
 from fasthmr_ros.ros.transport import Transport
-
-IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
-CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 
 
 class CameraPublisher:

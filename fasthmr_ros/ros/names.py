@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+# A node name, and every part of a namespace or topic name between slashes.
 _TOKEN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 #: Prefix of ROS topics on DDS.
 DDS_TOPIC_PREFIX = "rt"
@@ -25,7 +25,7 @@ class InvalidNameError(ValueError):
 
 def validate_node_name(name: str) -> str:
     """Return ``name`` if it is a valid ROS 2 node name, else raise :class:`InvalidNameError`."""
-    if not _NODE_NAME.match(name or ""):
+    if not _TOKEN.match(name or ""):
         raise InvalidNameError(
             f"invalid node name {name!r}: use letters, digits and underscores, not starting "
             "with a digit"

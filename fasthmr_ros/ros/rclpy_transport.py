@@ -36,6 +36,11 @@ RCLPY_MISSING = (
     "without ROS: fasthmr node hands --transport dds"
 )
 
+
+class RosSetupError(RuntimeError):
+    """The ROS 2 environment lacks something the node needs (generated message classes)."""
+
+
 _PARAMETER_TYPE_CONSTANTS = {
     BOOL: "PARAMETER_BOOL",
     INTEGER: "PARAMETER_INTEGER",
@@ -106,6 +111,25 @@ def rclpy_qos(profile: QosProfile) -> Any:
     )
 
 
+def message_class(msgtype: str) -> Any:
+    """Return the rclpy class generated for ``msgtype`` (``pkg/msg/Name``).
+
+    Raises:
+        RosSetupError: when the class cannot be imported.
+
+    """
+    from rosidl_runtime_py.utilities import get_message
+
+    try:
+        return get_message(msgtype)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise RosSetupError(
+            f"no rclpy message class for {msgtype} ({exc}): build this package with colcon "
+            "and source install/setup.bash (a source checkout earlier on PYTHONPATH hides the "
+            "generated fasthmr_ros.msg module)"
+        ) from exc
+
+
 class RclpyPublisher:
     """An rclpy publisher that sends CDR bytes."""
 
@@ -132,19 +156,15 @@ class RclpyTransport:
 
     def create_publisher(self, topic: str, msgtype: str, qos: QosProfile) -> RclpyPublisher:
         """Create a publisher of ``msgtype`` (the generated rclpy class is looked up by name)."""
-        from rosidl_runtime_py.utilities import get_message
-
-        publisher = self.node.create_publisher(get_message(msgtype), topic, rclpy_qos(qos))
+        publisher = self.node.create_publisher(message_class(msgtype), topic, rclpy_qos(qos))
         return RclpyPublisher(publisher, publisher.topic_name)
 
     def create_subscription(
         self, topic: str, msgtype: str, qos: QosProfile, callback: RawCallback
     ) -> Any:
         """Subscribe with ``raw=True``: the callback receives CDR bytes."""
-        from rosidl_runtime_py.utilities import get_message
-
         return self.node.create_subscription(
-            get_message(msgtype), topic, callback, rclpy_qos(qos), raw=True
+            message_class(msgtype), topic, callback, rclpy_qos(qos), raw=True
         )
 
     def resolve(self, topic: str) -> str:
@@ -216,6 +236,7 @@ def main(args: Sequence[str] | None = None) -> int:
     """Entry point of ``ros2 run fasthmr_ros hand_mesh_node``."""
     try:
         import rclpy
+        from rclpy.exceptions import ParameterException
         from rclpy.executors import ExternalShutdownException
     except ImportError:
         print(RCLPY_MISSING, file=sys.stderr)
@@ -229,7 +250,8 @@ def main(args: Sequence[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except ParameterError as exc:
+    except (ParameterError, ParameterException, RosSetupError) as exc:
+        # ParameterException: rclpy refused a start-up value (wrong type, outside its range).
         node.get_logger().fatal(str(exc))
         status = 2
     finally:
