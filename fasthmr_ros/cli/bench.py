@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fasthmr_ros.cli.main import CommandError
+from fasthmr_ros.cli.model_args import MANO_DIR_HELP
 
 T = TypeVar("T")
 
@@ -71,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="timed frames per variant (default 20)")
     parser.add_argument("--threads", type=int,
                         help="CPU threads for PyTorch and ONNX Runtime (default: their own)")
-    parser.add_argument("--mano-dir", help="MANO folder for checkpoints that need one")
+    parser.add_argument("--mano-dir", help=f"for the checkpoints in --models: {MANO_DIR_HELP}")
     parser.add_argument("--cache-dir",
                         help="folder for exported ONNX graphs (default ~/.cache/fasthmr_ros)")
     parser.add_argument("--baseline", help="variant label the speed-ups refer to "

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from fasthmr_ros.cli.main import CommandError
+from fasthmr_ros.cli.model_args import CHECKPOINT_HELP, MANO_DIR_HELP, load_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,8 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "JetPack, 'pip install tensorrt' elsewhere)."
         ),
     )
-    build.add_argument("--checkpoint",
-                       help="hamer.ckpt / its _DATA folder, or a student checkpoint")
+    build.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     build.add_argument("--onnx", metavar="FILE",
                        help="exported graph to build from; with --checkpoint, where to export it "
                        "(reused when it already holds that checkpoint's network)")
@@ -51,8 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="builder scratch memory limit in GiB (default 2)")
     build.add_argument("--input-scale", type=float, default=1.0,
                        help="backbone window resolution for the export (default 1.0)")
-    build.add_argument("--mano-dir", help="folder with MANO_RIGHT.pkl (default: the "
-                       "checkpoint's)")
+    build.add_argument("--mano-dir", help=MANO_DIR_HELP)
     build.add_argument("--device", default="cuda:0", help="CUDA device (default cuda:0)")
     build.add_argument("--cache-dir", metavar="DIR",
                        help="package cache root; engines go to DIR/engines (default "
@@ -94,7 +93,6 @@ def _checked_graph(path: str) -> Path:
 
 def _onnx_graph(args: argparse.Namespace, cache_dir: str | None) -> Path:
     """The graph to build from: --onnx as is, or the checkpoint's network exported."""
-    from fasthmr_ros import load_hand_regressor
     from fasthmr_ros.engines.base import EngineError
     from fasthmr_ros.engines.onnx_export import (
         cached_export,
@@ -102,14 +100,10 @@ def _onnx_graph(args: argparse.Namespace, cache_dir: str | None) -> Path:
         fingerprint,
         read_metadata,
     )
-    from fasthmr_ros.models.checkpoint import CheckpointError
 
     if args.checkpoint is None:
         return _checked_graph(args.onnx)
-    try:
-        regressor = load_hand_regressor(args.checkpoint, mano_dir=args.mano_dir)
-    except (CheckpointError, ValueError, OSError) as exc:
-        raise CommandError(str(exc)) from None
+    regressor = load_model(args.checkpoint, args.mano_dir)
     try:
         if args.onnx is None:
             return cached_export(regressor, cache_dir, input_scale=args.input_scale,
