@@ -213,7 +213,8 @@ def test_student_export_matches_pytorch(name, test_assets, tmp_path):
 
 def test_cli_export_onnx(test_assets, tmp_path, capsys):
     out = tmp_path / "cli.onnx"
-    assert main(["export", "onnx", str(test_assets.checkpoint), "-o", str(out)]) == 0
+    assert main(["export", "onnx", "--checkpoint", str(test_assets.checkpoint),
+                 "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"ONNX graph: {out}" in printed
     assert "ONNX Runtime (CPU) vs PyTorch, max abs difference" in printed
@@ -222,9 +223,11 @@ def test_cli_export_onnx(test_assets, tmp_path, capsys):
 
 def test_cli_export_errors(test_assets, tmp_path, capsys):
     missing = tmp_path / "nothing.ckpt"
-    assert main(["export", "onnx", str(missing), "-o", str(tmp_path / "a.onnx")]) == 2
+    assert main(["export", "onnx", "--checkpoint", str(missing),
+                 "-o", str(tmp_path / "a.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    code = main(["export", "onnx", str(test_assets.checkpoint), "-o", str(tmp_path / "b.onnx"),
+    code = main(["export", "onnx", "--checkpoint", str(test_assets.checkpoint),
+                 "-o", str(tmp_path / "b.onnx"),
                  "--opset", "12", "--no-verify"])
     assert code == 2
     assert "opset 12 is not supported" in capsys.readouterr().err
