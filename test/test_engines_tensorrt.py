@@ -54,6 +54,7 @@ from fasthmr_ros.engines.tensorrt_build import (
     BuildProgress,
     elapsed_spinner,
     network_flags,
+    set_timing_cache,
 )
 from fasthmr_ros.engines.tensorrt_versions import (
     TensorRTVersion,
@@ -496,6 +497,38 @@ def test_build_progress_follows_phases():
     progress.phase_finish("unknown")
     progress.close()
     assert progress.active_phases == ()
+
+
+class _TimingCacheConfig:
+    """The two ``IBuilderConfig`` timing-cache calls as documented: bad bytes raise."""
+
+    def __init__(self) -> None:
+        self.cache: object = None
+
+    def create_timing_cache(self, blob: bytes) -> object:
+        if blob and not blob.startswith(b"TC"):
+            raise RuntimeError("invalid timing cache")
+        return ("cache", bytes(blob))
+
+    def set_timing_cache(self, cache: object, ignore_mismatch: bool) -> bool:
+        self.cache = cache
+        return True
+
+
+def test_timing_cache_loads_or_starts_afresh_with_one_warning(tmp_path, caplog):
+    path = tmp_path / "timing.cache"
+    config = _TimingCacheConfig()
+    set_timing_cache(config, path)  # no file yet: an empty cache
+    assert config.cache == ("cache", b"")
+    path.write_bytes(b"TC-kept")
+    set_timing_cache(config, path)
+    assert config.cache == ("cache", b"TC-kept")
+    path.write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING, logger="fasthmr_ros.engines.tensorrt_build"):
+        set_timing_cache(config, path)
+    assert config.cache == ("cache", b"")
+    (warning,) = caplog.records
+    assert "unreadable (invalid timing cache): starting a new one" in warning.getMessage()
 
 
 def test_elapsed_spinner_stops_its_thread():
