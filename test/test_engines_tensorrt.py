@@ -625,10 +625,10 @@ def test_fp16_network_matches_fp32_in_onnxruntime(network_onnx, fp16_network):
 def test_large_networks_convert_through_external_data(hand_regressor, tmp_path, monkeypatch):
     import onnxruntime as ort
 
-    import fasthmr_ros.engines.onnx_precision as onnx_precision
+    import fasthmr_ros.engines.onnx_export as onnx_export
 
     source = export_onnx(hand_regressor, tmp_path / "src" / "net.onnx", external_data=True)
-    monkeypatch.setattr(onnx_precision, "EXTERNAL_DATA_THRESHOLD", 0)
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 0)
     target = tmp_path / "out" / "net-fp16.onnx"
     convert_onnx_precision(source, target, "fp16")
     data_file = target.with_name(target.name + ".data")

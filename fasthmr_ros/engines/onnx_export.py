@@ -112,6 +112,29 @@ def _weights_bytes(model: object) -> int:
     return total
 
 
+def save_onnx(model: Any, path: Path, external_data: bool | None = None) -> bool:
+    """Save an ``onnx.ModelProto`` to ``path``; return whether its weights went to a data file.
+
+    With ``external_data`` (``None``: when the weights exceed :data:`EXTERNAL_DATA_THRESHOLD`
+    bytes) the weights go to one file ``<name>.onnx.data`` beside the graph. Stale files of an
+    earlier save are removed first (ONNX appends to an existing data file).
+    """
+    import onnx
+
+    if external_data is None:
+        external_data = _weights_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    data_file = path.with_name(path.name + ".data")
+    for stale in (path, data_file):
+        stale.unlink(missing_ok=True)
+    if external_data:
+        onnx.save_model(model, str(path), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=data_file.name,
+                        size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))
+    return external_data
+
+
 def _check_opset(opset: int) -> None:
     if opset not in SUPPORTED_OPSETS:
         raise EngineError(
@@ -192,17 +215,7 @@ def export_onnx(
             entry.key, entry.value = key, value
         steps.update()
         steps.set_postfix_str("saving")
-        if external_data is None:
-            external_data = _weights_bytes(model) > EXTERNAL_DATA_THRESHOLD
-        data_file = path.with_name(path.name + ".data")
-        for stale in (path, data_file):
-            stale.unlink(missing_ok=True)
-        if external_data:
-            onnx.save_model(model, str(path), save_as_external_data=True,
-                            all_tensors_to_one_file=True, location=data_file.name,
-                            size_threshold=1024)
-        else:
-            onnx.save_model(model, str(path))
+        external_data = save_onnx(model, path, external_data)
         del model
         steps.update()
     steps.set_postfix_str("checking")
@@ -213,7 +226,7 @@ def export_onnx(
     steps.update()
     steps.close()
     log.info("exported %s (opset %d%s)", path, opset,
-             f", weights in {data_file.name}" if external_data else "")
+             f", weights in {path.name}.data" if external_data else "")
     return path
 
 
