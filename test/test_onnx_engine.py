@@ -17,6 +17,7 @@ from fasthmr_ros.engines.onnx_export import (
     cached_export,
     check_graph_signature,
     export_onnx,
+    export_unless_current,
     fingerprint,
     read_metadata,
 )
@@ -143,6 +144,26 @@ def test_cached_export_reuses_and_repairs(hand_regressor, tmp_path):
     assert again == first and read_metadata(again)["fasthmr_fingerprint"]
     engine = create_engine(hand_regressor, "onnxruntime", cache_dir=tmp_path)
     assert engine(fresh_crops(1, seed=1))["vertices"].shape == (1, 778, 3)
+
+
+def test_export_unless_current_at_a_given_path(hand_regressor, tmp_path, monkeypatch):
+    path = tmp_path / "given.onnx"
+    path.write_bytes(b"not an onnx file")  # unreadable: exported over, not an error
+    calls = []
+    real_fingerprint = onnx_export.fingerprint
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real_fingerprint(*args, **kwargs)
+
+    monkeypatch.setattr(onnx_export, "fingerprint", counted)
+    assert export_unless_current(hand_regressor, path) == path
+    assert len(calls) == 1  # the weights are hashed once, not again for the metadata
+    stamp = path.stat().st_mtime_ns
+    assert export_unless_current(hand_regressor, path) == path
+    assert path.stat().st_mtime_ns == stamp  # current: reused
+    export_unless_current(hand_regressor, path, input_scale=0.75)
+    assert read_metadata(path)["fasthmr_input_scale"] == "0.75"  # another network: exported
 
 
 def test_provider_fallback_is_logged(caplog):

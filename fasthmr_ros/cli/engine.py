@@ -94,12 +94,7 @@ def _checked_graph(path: str) -> Path:
 def _onnx_graph(args: argparse.Namespace, cache_dir: str | None) -> Path:
     """The graph to build from: --onnx as is, or the checkpoint's network exported."""
     from fasthmr_ros.engines.base import EngineError
-    from fasthmr_ros.engines.onnx_export import (
-        cached_export,
-        export_onnx,
-        fingerprint,
-        read_metadata,
-    )
+    from fasthmr_ros.engines.onnx_export import cached_export, export_unless_current
 
     if args.checkpoint is None:
         return _checked_graph(args.onnx)
@@ -108,12 +103,8 @@ def _onnx_graph(args: argparse.Namespace, cache_dir: str | None) -> Path:
         if args.onnx is None:
             return cached_export(regressor, cache_dir, input_scale=args.input_scale,
                                  progress=True)
-        target = Path(args.onnx)
-        if target.is_file():
-            stored = read_metadata(target).get("fasthmr_fingerprint")
-            if stored == fingerprint(regressor, args.input_scale):
-                return target
-        return export_onnx(regressor, target, input_scale=args.input_scale, progress=True)
+        return export_unless_current(regressor, args.onnx, input_scale=args.input_scale,
+                                     progress=True)
     except (EngineError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:

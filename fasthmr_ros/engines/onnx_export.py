@@ -152,6 +152,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     external_data: bool | None = None,
     progress: bool = False,
+    network_fingerprint: str | None = None,
 ) -> Path:
     """Export ``regressor``'s network to ``path`` and check it; return ``path``.
 
@@ -164,6 +165,8 @@ def export_onnx(
         external_data: store weights in ``<name>.onnx.data``; ``None`` decides by size
             (above :data:`EXTERNAL_DATA_THRESHOLD` bytes).
         progress: show a progress bar (export of ViT-H takes a while).
+        network_fingerprint: :func:`fingerprint` of ``regressor`` at ``input_scale`` when the
+            caller has it already (it hashes every weight); computed otherwise.
 
     Raises:
         EngineError: bad opset, non-float32 weights, or a graph the ONNX checker rejects.
@@ -207,7 +210,7 @@ def export_onnx(
         metadata = {
             "fasthmr_config": json.dumps(regressor.config, sort_keys=True, default=str),
             "fasthmr_input_scale": repr(float(input_scale)),
-            "fasthmr_fingerprint": fingerprint(regressor, input_scale),
+            "fasthmr_fingerprint": network_fingerprint or fingerprint(regressor, input_scale),
             "fasthmr_test_asset": str(bool(getattr(regressor, "is_test_asset", False))),
         }
         for key, value in metadata.items():
@@ -285,14 +288,35 @@ def cached_export(
     _check_opset(opset)
     key = fingerprint(regressor, input_scale)
     path = Path(cache_dir or default_cache_dir()) / "onnx" / f"network-{key[:24]}-op{opset}.onnx"
+    return export_unless_current(regressor, path, input_scale=input_scale, opset=opset,
+                                 progress=progress, network_fingerprint=key)
+
+
+def export_unless_current(
+    regressor: HandMeshRegressor,
+    path: str | Path,
+    *,
+    input_scale: float = 1.0,
+    opset: int = DEFAULT_OPSET,
+    progress: bool = False,
+    network_fingerprint: str | None = None,
+) -> Path:
+    """``path`` if it already holds ``regressor``'s network at ``input_scale``, else export it.
+
+    The file is compared by the :func:`fingerprint` in its metadata; one that cannot be read
+    is exported again. Arguments as for :func:`export_onnx`.
+    """
+    path = Path(path)
+    key = network_fingerprint or fingerprint(regressor, input_scale)
     if path.is_file():
         try:
             if read_metadata(path).get("fasthmr_fingerprint") == key:
-                log.info("using cached ONNX graph %s", path)
+                log.info("using ONNX graph %s (it holds this network)", path)
                 return path
-        except Exception as exc:  # any unreadable cache file is exported again
-            log.warning("cached ONNX graph %s is unreadable (%s); exporting again", path, exc)
-    return export_onnx(regressor, path, input_scale=input_scale, opset=opset, progress=progress)
+        except Exception as exc:  # any unreadable file is exported again
+            log.warning("ONNX graph %s is unreadable (%s); exporting again", path, exc)
+    return export_onnx(regressor, path, input_scale=input_scale, opset=opset, progress=progress,
+                       network_fingerprint=key)
 
 
 def graph_for_engine(regressor: HandMeshRegressor, options: Mapping[str, Any]) -> Path:
