@@ -91,17 +91,15 @@ def _checked_graph(path: str) -> Path:
     return Path(path)
 
 
-def _onnx_graph(args: argparse.Namespace, cache_dir: str | None) -> Path:
-    """The graph to build from: --onnx as is, or the checkpoint's network exported."""
+def _exported_graph(args: argparse.Namespace) -> Path:
+    """The checkpoint's network exported: into the cache, or to --onnx unless it holds it."""
     from fasthmr_ros.engines.base import EngineError
     from fasthmr_ros.engines.onnx_export import cached_export, export_unless_current
 
-    if args.checkpoint is None:
-        return _checked_graph(args.onnx)
     regressor = load_model(args.checkpoint, args.mano_dir)
     try:
         if args.onnx is None:
-            return cached_export(regressor, cache_dir, input_scale=args.input_scale,
+            return cached_export(regressor, args.cache_dir, input_scale=args.input_scale,
                                  progress=True)
         return export_unless_current(regressor, args.onnx, input_scale=args.input_scale,
                                      progress=True)
@@ -122,8 +120,8 @@ def run_build(args: argparse.Namespace) -> int:
         raise CommandError(f"ONNX file {args.onnx} does not exist; write it with 'fasthmr "
                            "export onnx' or pass --checkpoint.")
     settings = _settings(args)
-    if args.checkpoint is None:
-        _checked_graph(args.onnx)  # before TensorRT: a wrong file is the first thing to fix
+    # Before TensorRT: a wrong file is the first thing to fix.
+    given_graph = _checked_graph(args.onnx) if args.checkpoint is None else None
 
     from fasthmr_ros.engines.base import EngineError
     from fasthmr_ros.engines.tensorrt import cuda_device, load_or_build_engine
@@ -134,7 +132,7 @@ def run_build(args: argparse.Namespace) -> int:
         cuda_device(args.device)
     except EngineError as exc:
         raise CommandError(str(exc)) from None
-    onnx_path = _onnx_graph(args, args.cache_dir)
+    onnx_path = given_graph or _exported_graph(args)
     started = time.perf_counter()
     try:
         cached = load_or_build_engine(onnx_path, settings, args.device,
