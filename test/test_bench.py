@@ -8,7 +8,8 @@ import json
 import cv2
 import pytest
 
-from fasthmr_ros.cli.main import main
+from fasthmr_ros.cli.bench import engine_options
+from fasthmr_ros.cli.main import build_parser, main
 from fasthmr_ros.engines.benchmark import (
     STAGES,
     StageStats,
@@ -121,3 +122,12 @@ def test_cli_bench_errors(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--batches", "one"])
     assert "bad list of batch sizes" in capsys.readouterr().err
+
+
+def test_cli_bench_engine_options(tmp_path, capsys):
+    args = build_parser().parse_args(["bench", "--cache-dir", str(tmp_path), "--threads", "2"])
+    options = engine_options(args)
+    assert options["onnxruntime"] == {"threads": 2, "cache_dir": str(tmp_path)}
+    assert options["tensorrt"] == {"cache_dir": str(tmp_path)}  # engines go to DIR/engines
+    assert main(["bench", "--threads", "0", "--iterations", "1"]) == 2
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err

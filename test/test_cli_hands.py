@@ -7,6 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from fasthmr_ros.cli.main import main
 
@@ -119,6 +120,20 @@ def test_unreadable_inputs_are_user_errors(tmp_path, scene, test_assets, capsys)
     assert main(["hands", str(image_path), "--checkpoint", str(tmp_path / "none.ckpt"),
                  "--boxes", str(boxes), "--out", str(tmp_path / "out")]) == 2
     assert "cannot load the model" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unusable_device_is_named_before_loading(tmp_path, scene, test_assets, capsys):
+    image_path, boxes = scene
+    code = main(["hands", str(image_path), "--checkpoint", str(test_assets.checkpoint),
+                 "--boxes", str(boxes), "--out", str(tmp_path / "out"), "--device", "cuda"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--device cuda: CUDA is not available" in err and "--device cpu" in err
+    assert main(["hands", str(image_path), "--checkpoint", str(test_assets.checkpoint),
+                 "--boxes", str(boxes), "--out", str(tmp_path / "out"),
+                 "--device", "nonsense"]) == 2
+    assert "--device nonsense" in capsys.readouterr().err
 
 
 def test_help_lists_the_command(capsys):

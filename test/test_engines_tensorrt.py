@@ -54,6 +54,7 @@ from fasthmr_ros.engines.tensorrt_build import (
     BuildProgress,
     elapsed_spinner,
     network_flags,
+    set_timing_cache,
 )
 from fasthmr_ros.engines.tensorrt_versions import (
     TensorRTVersion,
@@ -498,6 +499,38 @@ def test_build_progress_follows_phases():
     assert progress.active_phases == ()
 
 
+class _TimingCacheConfig:
+    """The two ``IBuilderConfig`` timing-cache calls as documented: bad bytes raise."""
+
+    def __init__(self) -> None:
+        self.cache: object = None
+
+    def create_timing_cache(self, blob: bytes) -> object:
+        if blob and not blob.startswith(b"TC"):
+            raise RuntimeError("invalid timing cache")
+        return ("cache", bytes(blob))
+
+    def set_timing_cache(self, cache: object, ignore_mismatch: bool) -> bool:
+        self.cache = cache
+        return True
+
+
+def test_timing_cache_loads_or_starts_afresh_with_one_warning(tmp_path, caplog):
+    path = tmp_path / "timing.cache"
+    config = _TimingCacheConfig()
+    set_timing_cache(config, path)  # no file yet: an empty cache
+    assert config.cache == ("cache", b"")
+    path.write_bytes(b"TC-kept")
+    set_timing_cache(config, path)
+    assert config.cache == ("cache", b"TC-kept")
+    path.write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING, logger="fasthmr_ros.engines.tensorrt_build"):
+        set_timing_cache(config, path)
+    assert config.cache == ("cache", b"")
+    (warning,) = caplog.records
+    assert "unreadable (invalid timing cache): starting a new one" in warning.getMessage()
+
+
 def test_elapsed_spinner_stops_its_thread():
     with elapsed_spinner("building", disable=False, interval_s=0.01):
         assert any(t.name == "tensorrt-build-spinner" for t in threading.enumerate())
@@ -592,10 +625,10 @@ def test_fp16_network_matches_fp32_in_onnxruntime(network_onnx, fp16_network):
 def test_large_networks_convert_through_external_data(hand_regressor, tmp_path, monkeypatch):
     import onnxruntime as ort
 
-    import fasthmr_ros.engines.onnx_precision as onnx_precision
+    import fasthmr_ros.engines.onnx_export as onnx_export
 
     source = export_onnx(hand_regressor, tmp_path / "src" / "net.onnx", external_data=True)
-    monkeypatch.setattr(onnx_precision, "EXTERNAL_DATA_THRESHOLD", 0)
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 0)
     target = tmp_path / "out" / "net-fp16.onnx"
     convert_onnx_precision(source, target, "fp16")
     data_file = target.with_name(target.name + ".data")

@@ -17,6 +17,7 @@ from fasthmr_ros.engines.onnx_export import (
     cached_export,
     check_graph_signature,
     export_onnx,
+    export_unless_current,
     fingerprint,
     read_metadata,
 )
@@ -145,6 +146,26 @@ def test_cached_export_reuses_and_repairs(hand_regressor, tmp_path):
     assert engine(fresh_crops(1, seed=1))["vertices"].shape == (1, 778, 3)
 
 
+def test_export_unless_current_at_a_given_path(hand_regressor, tmp_path, monkeypatch):
+    path = tmp_path / "given.onnx"
+    path.write_bytes(b"not an onnx file")  # unreadable: exported over, not an error
+    calls = []
+    real_fingerprint = onnx_export.fingerprint
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real_fingerprint(*args, **kwargs)
+
+    monkeypatch.setattr(onnx_export, "fingerprint", counted)
+    assert export_unless_current(hand_regressor, path) == path
+    assert len(calls) == 1  # the weights are hashed once, not again for the metadata
+    stamp = path.stat().st_mtime_ns
+    assert export_unless_current(hand_regressor, path) == path
+    assert path.stat().st_mtime_ns == stamp  # current: reused
+    export_unless_current(hand_regressor, path, input_scale=0.75)
+    assert read_metadata(path)["fasthmr_input_scale"] == "0.75"  # another network: exported
+
+
 def test_provider_fallback_is_logged(caplog):
     available = ort.get_available_providers()
     with caplog.at_level(logging.WARNING, logger="fasthmr_ros.engines.onnxruntime_engine"):
@@ -213,7 +234,8 @@ def test_student_export_matches_pytorch(name, test_assets, tmp_path):
 
 def test_cli_export_onnx(test_assets, tmp_path, capsys):
     out = tmp_path / "cli.onnx"
-    assert main(["export", "onnx", str(test_assets.checkpoint), "-o", str(out)]) == 0
+    assert main(["export", "onnx", "--checkpoint", str(test_assets.checkpoint),
+                 "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"ONNX graph: {out}" in printed
     assert "ONNX Runtime (CPU) vs PyTorch, max abs difference" in printed
@@ -222,9 +244,11 @@ def test_cli_export_onnx(test_assets, tmp_path, capsys):
 
 def test_cli_export_errors(test_assets, tmp_path, capsys):
     missing = tmp_path / "nothing.ckpt"
-    assert main(["export", "onnx", str(missing), "-o", str(tmp_path / "a.onnx")]) == 2
+    assert main(["export", "onnx", "--checkpoint", str(missing),
+                 "-o", str(tmp_path / "a.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    code = main(["export", "onnx", str(test_assets.checkpoint), "-o", str(tmp_path / "b.onnx"),
+    code = main(["export", "onnx", "--checkpoint", str(test_assets.checkpoint),
+                 "-o", str(tmp_path / "b.onnx"),
                  "--opset", "12", "--no-verify"])
     assert code == 2
     assert "opset 12 is not supported" in capsys.readouterr().err

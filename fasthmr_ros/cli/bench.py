@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fasthmr_ros.cli.main import CommandError
+from fasthmr_ros.cli.model_args import MANO_DIR_HELP
 
 T = TypeVar("T")
 
@@ -71,9 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="timed frames per variant (default 20)")
     parser.add_argument("--threads", type=int,
                         help="CPU threads for PyTorch and ONNX Runtime (default: their own)")
-    parser.add_argument("--mano-dir", help="MANO folder for checkpoints that need one")
-    parser.add_argument("--cache-dir",
-                        help="folder for exported ONNX graphs (default ~/.cache/fasthmr_ros)")
+    parser.add_argument("--mano-dir", help=f"for the checkpoints in --models: {MANO_DIR_HELP}")
+    parser.add_argument("--cache-dir", metavar="DIR",
+                        help="package cache root for exported ONNX graphs and TensorRT engines "
+                        "(default ~/.cache/fasthmr_ros, or $FASTHMR_CACHE)")
     parser.add_argument("--baseline", help="variant label the speed-ups refer to "
                         "(e.g. teacher/torch/fp32/b1; default: the first measured)")
     parser.add_argument("--detector", choices=("auto", "mediapipe", "none"), default="auto",
@@ -117,6 +119,19 @@ def _optional_stages(args: argparse.Namespace) -> Any:
     return OptionalStages(detector=detector, serializer=serializer)
 
 
+def engine_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Options of each engine from ``--threads`` and ``--cache-dir``."""
+    options: dict[str, dict[str, Any]] = {"onnxruntime": {}, "tensorrt": {}}
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CommandError(f"--threads must be >= 1, got {args.threads}")
+        options["onnxruntime"]["threads"] = args.threads
+    if args.cache_dir:
+        for engine in ("onnxruntime", "tensorrt"):
+            options[engine]["cache_dir"] = args.cache_dir
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and write its outputs."""
     import torch
@@ -130,19 +145,14 @@ def run(args: argparse.Namespace) -> int:
     )
     from fasthmr_ros.models.checkpoint import CheckpointError
 
-    engine_options: dict[str, dict] = {"onnxruntime": {}}
-    if args.threads:
-        if args.threads < 1:
-            raise CommandError(f"--threads must be >= 1, got {args.threads}")
+    options = engine_options(args)
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
-        engine_options["onnxruntime"]["threads"] = args.threads
-    if args.cache_dir:
-        engine_options["onnxruntime"]["cache_dir"] = args.cache_dir
     try:
         report = run_benchmark(
             args.models, args.engines, args.precisions, args.batches, args.input_scales,
             device=args.device, warmup=args.warmup, iterations=args.iterations,
-            mano_dir=args.mano_dir, engine_options=engine_options, baseline=args.baseline,
+            mano_dir=args.mano_dir, engine_options=options, baseline=args.baseline,
             optional=_optional_stages(args),
         )
     except (EngineError, CheckpointError, ValueError) as exc:

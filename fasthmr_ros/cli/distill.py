@@ -7,8 +7,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fasthmr_ros.cli.hands import add_detector_options
+from fasthmr_ros.cli.hands import add_detector_options, check_box_source_options
 from fasthmr_ros.cli.main import CommandError
+from fasthmr_ros.cli.model_args import (
+    MANO_DIR_HELP,
+    RANDOM_WEIGHTS_WARNING,
+    load_model,
+    parse_device_arg,
+)
+from fasthmr_ros.pipeline.results import SIDES
 
 DATASETS = ("folder", "freihand", "ho3d")
 DEFAULT_SPLITS = {"freihand": "training", "ho3d": "train"}
@@ -59,9 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--teacher", required=True,
         help="teacher checkpoint: hamer.ckpt, its _DATA or hamer_ckpts folder",
     )
-    models.add_argument(
-        "--mano-dir", help="folder with MANO_RIGHT.pkl (default: MANO stored in the checkpoint)"
-    )
+    models.add_argument("--mano-dir", help=MANO_DIR_HELP)
     models.add_argument(
         "--student", metavar="NAME|CONFIG",
         help="a timm backbone (mobilenetv3_large_100, mobilevit_s, resnet50, convnext_large, "
@@ -103,7 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--full-frame", action="store_true",
         help="every image of the folder is already cropped to one hand (needs --side)",
     )
-    data.add_argument("--side", choices=("left", "right"), help="hand side for --full-frame")
+    data.add_argument("--side", choices=SIDES, help="hand side for --full-frame")
     data.add_argument(
         "--frame-step", type=int, default=1, metavar="N", help="use every N-th video frame"
     )
@@ -214,10 +219,6 @@ def fill_defaults(args: argparse.Namespace, saved: dict | None) -> None:
 
 def _check_args(args: argparse.Namespace) -> None:
     if args.dataset == "folder":
-        if args.full_frame and args.side is None:
-            raise CommandError("--full-frame needs --side left or --side right")
-        if args.max_hands < 1 or not 0.0 <= args.detection_threshold <= 1.0:
-            raise CommandError("--max-hands must be >= 1 and --detection-threshold in [0, 1]")
         if args.kd == "feature":
             raise CommandError(
                 "--kd feature trains only the backbone; without labels the MANO head gets no "
@@ -231,8 +232,7 @@ def _check_args(args: argparse.Namespace) -> None:
                 "--targets cached serves un-augmented folder crops; labelled datasets are "
                 "augmented, so their teacher targets are computed online"
             )
-    if args.side is not None and not args.full_frame:
-        raise CommandError("--side only applies with --full-frame")
+    check_box_source_options(args)
     if args.targets == "cached" and args.kd != "output":
         raise CommandError(
             "--targets cached stores the teacher's outputs only; feature distillation needs its "
@@ -287,15 +287,6 @@ def _distill_config(args: argparse.Namespace) -> Any:
     )
 
 
-def _load_teacher(args: argparse.Namespace) -> Any:
-    from fasthmr_ros import load_hand_regressor
-
-    try:
-        return load_hand_regressor(args.teacher, mano_dir=args.mano_dir, device="cpu")
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
-        raise CommandError(f"cannot load the teacher from {args.teacher}: {exc}") from None
-
-
 def _student_config(args: argparse.Namespace, state: dict | None, init: Any) -> dict:
     from fasthmr_ros.training.student_specs import resolve_student_config, same_architecture
 
@@ -319,17 +310,6 @@ def _student_config(args: argparse.Namespace, state: dict | None, init: Any) -> 
     return given
 
 
-def _load_init(args: argparse.Namespace) -> Any:
-    from fasthmr_ros import load_hand_regressor
-
-    if args.init is None:
-        return None
-    try:
-        return load_hand_regressor(args.init, device="cpu")
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
-        raise CommandError(f"cannot load --init {args.init}: {exc}") from None
-
-
 def _build_student(args: argparse.Namespace, teacher: Any, state: dict | None) -> Any:
     from fasthmr_ros.training.student_specs import (
         build_student,
@@ -337,7 +317,7 @@ def _build_student(args: argparse.Namespace, teacher: Any, state: dict | None) -
         load_pretrained_backbone,
     )
 
-    init = _load_init(args)
+    init = None if args.init is None else load_model(args.init, what="--init")
     try:
         student = build_student(_student_config(args, state, init), teacher)
     except (ValueError, KeyError, TypeError) as exc:
@@ -418,7 +398,6 @@ def _run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from fasthmr_ros.cli.hands import RANDOM_WEIGHTS_WARNING
     from fasthmr_ros.training.data import IndexSubset, validation_batch, validation_split
     from fasthmr_ros.training.distiller import (
         STATE_FILE,
@@ -450,14 +429,9 @@ def _run(args: argparse.Namespace) -> int:
         config = _distill_config(args)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as exc:
-        raise CommandError(f"--device {args.device}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CommandError(f"--device {args.device}: CUDA is not available on this machine")
+    device = parse_device_arg(args.device)
 
-    teacher = _load_teacher(args)
+    teacher = load_model(args.teacher, args.mano_dir, what="the teacher")
     test_asset = bool(getattr(teacher, "is_test_asset", False))
     if test_asset:
         tqdm.write(RANDOM_WEIGHTS_WARNING)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from fasthmr_ros.cli.main import CommandError
+from fasthmr_ros.cli.model_args import CHECKPOINT_HELP, MANO_DIR_HELP, load_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,8 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "JetPack, 'pip install tensorrt' elsewhere)."
         ),
     )
-    build.add_argument("--checkpoint",
-                       help="hamer.ckpt / its _DATA folder, or a student checkpoint")
+    build.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     build.add_argument("--onnx", metavar="FILE",
                        help="exported graph to build from; with --checkpoint, where to export it "
                        "(reused when it already holds that checkpoint's network)")
@@ -51,8 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="builder scratch memory limit in GiB (default 2)")
     build.add_argument("--input-scale", type=float, default=1.0,
                        help="backbone window resolution for the export (default 1.0)")
-    build.add_argument("--mano-dir", help="folder with MANO_RIGHT.pkl (default: the "
-                       "checkpoint's)")
+    build.add_argument("--mano-dir", help=MANO_DIR_HELP)
     build.add_argument("--device", default="cuda:0", help="CUDA device (default cuda:0)")
     build.add_argument("--cache-dir", metavar="DIR",
                        help="package cache root; engines go to DIR/engines (default "
@@ -92,34 +91,18 @@ def _checked_graph(path: str) -> Path:
     return Path(path)
 
 
-def _onnx_graph(args: argparse.Namespace, cache_dir: str | None) -> Path:
-    """The graph to build from: --onnx as is, or the checkpoint's network exported."""
-    from fasthmr_ros import load_hand_regressor
+def _exported_graph(args: argparse.Namespace) -> Path:
+    """The checkpoint's network exported: into the cache, or to --onnx unless it holds it."""
     from fasthmr_ros.engines.base import EngineError
-    from fasthmr_ros.engines.onnx_export import (
-        cached_export,
-        export_onnx,
-        fingerprint,
-        read_metadata,
-    )
-    from fasthmr_ros.models.checkpoint import CheckpointError
+    from fasthmr_ros.engines.onnx_export import cached_export, export_unless_current
 
-    if args.checkpoint is None:
-        return _checked_graph(args.onnx)
-    try:
-        regressor = load_hand_regressor(args.checkpoint, mano_dir=args.mano_dir)
-    except (CheckpointError, ValueError, OSError) as exc:
-        raise CommandError(str(exc)) from None
+    regressor = load_model(args.checkpoint, args.mano_dir)
     try:
         if args.onnx is None:
-            return cached_export(regressor, cache_dir, input_scale=args.input_scale,
+            return cached_export(regressor, args.cache_dir, input_scale=args.input_scale,
                                  progress=True)
-        target = Path(args.onnx)
-        if target.is_file():
-            stored = read_metadata(target).get("fasthmr_fingerprint")
-            if stored == fingerprint(regressor, args.input_scale):
-                return target
-        return export_onnx(regressor, target, input_scale=args.input_scale, progress=True)
+        return export_unless_current(regressor, args.onnx, input_scale=args.input_scale,
+                                     progress=True)
     except (EngineError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
@@ -137,8 +120,8 @@ def run_build(args: argparse.Namespace) -> int:
         raise CommandError(f"ONNX file {args.onnx} does not exist; write it with 'fasthmr "
                            "export onnx' or pass --checkpoint.")
     settings = _settings(args)
-    if args.checkpoint is None:
-        _checked_graph(args.onnx)  # before TensorRT: a wrong file is the first thing to fix
+    # Before TensorRT: a wrong file is the first thing to fix.
+    given_graph = _checked_graph(args.onnx) if args.checkpoint is None else None
 
     from fasthmr_ros.engines.base import EngineError
     from fasthmr_ros.engines.tensorrt import cuda_device, load_or_build_engine
@@ -149,7 +132,7 @@ def run_build(args: argparse.Namespace) -> int:
         cuda_device(args.device)
     except EngineError as exc:
         raise CommandError(str(exc)) from None
-    onnx_path = _onnx_graph(args, args.cache_dir)
+    onnx_path = given_graph or _exported_graph(args)
     started = time.perf_counter()
     try:
         cached = load_or_build_engine(onnx_path, settings, args.device,

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from fasthmr_ros.cli.main import CommandError
+from fasthmr_ros.cli.model_args import CHECKPOINT_HELP, MANO_DIR_HELP, load_model
 
 #: Largest max-abs difference between ONNX Runtime and PyTorch accepted by ``--verify``.
 DEFAULT_TOLERANCE = 1e-3
@@ -31,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "PyTorch through ONNX Runtime on random crops."
         ),
     )
-    onnx.add_argument("checkpoint", help="hamer.ckpt / its _DATA folder, or a student checkpoint")
+    onnx.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     onnx.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    onnx.add_argument("--mano-dir", help="folder with MANO_RIGHT.pkl (default: the checkpoint's)")
+    onnx.add_argument("--mano-dir", help=MANO_DIR_HELP)
     onnx.add_argument(
         "--input-scale",
         type=float,
@@ -59,15 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_onnx(args: argparse.Namespace) -> int:
     """Export, check and (optionally) verify the graph."""
-    from fasthmr_ros import load_hand_regressor
     from fasthmr_ros.engines.base import EngineError
     from fasthmr_ros.engines.onnx_export import export_onnx
-    from fasthmr_ros.models.checkpoint import CheckpointError
 
-    try:
-        regressor = load_hand_regressor(args.checkpoint, mano_dir=args.mano_dir)
-    except (CheckpointError, ValueError, OSError) as exc:
-        raise CommandError(str(exc)) from None
+    regressor = load_model(args.checkpoint, args.mano_dir)
     external = {"auto": None, "yes": True, "no": False}[args.external_data]
     try:
         path = export_onnx(regressor, args.output, input_scale=args.input_scale,

@@ -15,6 +15,13 @@ import cv2
 import numpy as np
 
 from fasthmr_ros.cli.main import CommandError
+from fasthmr_ros.cli.model_args import (
+    CHECKPOINT_HELP,
+    MANO_DIR_HELP,
+    RANDOM_WEIGHTS_WARNING,
+    load_model,
+    parse_device_arg,
+)
 from fasthmr_ros.models.constants import NUM_JOINTS, NUM_VERTICES
 from fasthmr_ros.pipeline.box_sources import FullFrameBoxes, HandDetector, JsonBoxes
 from fasthmr_ros.pipeline.camera import resolve_intrinsics
@@ -25,12 +32,6 @@ from fasthmr_ros.pipeline.temporal import HandStream
 from fasthmr_ros.pipeline.video import Frame, FrameSource
 
 LOG = logging.getLogger(__name__)
-
-RANDOM_WEIGHTS_WARNING = (
-    "WARNING: this checkpoint was written by 'fasthmr make-test-assets': its weights are RANDOM "
-    "and its MANO model is synthetic. The meshes below are meaningless; use the official "
-    "hamer.ckpt (or a trained student) for real results."
-)
 
 _EPILOG = """\
 outputs, per frame, in --out:
@@ -79,13 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "inputs", nargs="+", metavar="INPUT",
         help="image files, folders of images, video files, or a camera index such as 0",
     )
-    parser.add_argument(
-        "--checkpoint", required=True,
-        help="hamer.ckpt, its _DATA or hamer_ckpts folder, or a student checkpoint",
-    )
-    parser.add_argument(
-        "--mano-dir", help="folder with MANO_RIGHT.pkl (default: MANO stored in the checkpoint)"
-    )
+    parser.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    parser.add_argument("--mano-dir", help=MANO_DIR_HELP)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--boxes", metavar="FILE", help="JSON file of hand boxes (see below)")
     source.add_argument(
@@ -157,7 +153,8 @@ def add_detector_options(group: argparse._ArgumentGroup) -> None:
     )
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def check_box_source_options(args: argparse.Namespace) -> None:
+    """Check ``--full-frame``/``--side`` and the detector options (shared with ``distill``)."""
     if args.full_frame and args.side is None:
         raise CommandError("--full-frame needs --side left or --side right")
     if args.side is not None and not args.full_frame:
@@ -170,6 +167,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CommandError(
             f"--detection-threshold must be in [0, 1], got {args.detection_threshold}"
         )
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    check_box_source_options(args)
     if args.fx is None and any(v is not None for v in (args.fy, args.cx, args.cy)):
         raise CommandError("--fy/--cx/--cy need --fx")
     for name in ("fx", "fy", "cx", "cy"):
@@ -178,6 +179,7 @@ def _check_args(args: argparse.Namespace) -> None:
             raise CommandError(f"--{name} must be a finite number, got {value}")
     if args.max_frames is not None and args.max_frames < 1:
         raise CommandError("--max-frames must be at least 1")
+    parse_device_arg(args.device)
 
 
 def _intrinsics(args: argparse.Namespace, width: int, height: int) -> CameraIntrinsics:
@@ -222,21 +224,13 @@ def make_detector(args: argparse.Namespace) -> HandDetector:
 
 
 def _load_regressor(args: argparse.Namespace) -> Any:
-    from fasthmr_ros import load_hand_regressor
-
-    try:
-        regressor = load_hand_regressor(args.checkpoint, mano_dir=args.mano_dir,
-                                        device=args.device)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
-        raise CommandError(f"cannot load the model from {args.checkpoint}: {exc}") from None
-    engine = getattr(args, "engine", "torch")
-    precision = getattr(args, "precision", "fp32")
-    if (engine, precision) == ("torch", "fp32"):
+    regressor = load_model(args.checkpoint, args.mano_dir, args.device)
+    if (args.engine, args.precision) == ("torch", "fp32"):
         return regressor
     from fasthmr_ros.engines.base import EngineError, create_engine
 
     try:
-        return create_engine(regressor, engine, precision, args.device)
+        return create_engine(regressor, args.engine, args.precision, args.device)
     except EngineError as exc:
         raise CommandError(str(exc)) from None
 

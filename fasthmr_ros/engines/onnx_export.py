@@ -112,6 +112,29 @@ def _weights_bytes(model: object) -> int:
     return total
 
 
+def save_onnx(model: Any, path: Path, external_data: bool | None = None) -> bool:
+    """Save an ``onnx.ModelProto`` to ``path``; return whether its weights went to a data file.
+
+    With ``external_data`` (``None``: when the weights exceed :data:`EXTERNAL_DATA_THRESHOLD`
+    bytes) the weights go to one file ``<name>.onnx.data`` beside the graph. Stale files of an
+    earlier save are removed first (ONNX appends to an existing data file).
+    """
+    import onnx
+
+    if external_data is None:
+        external_data = _weights_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    data_file = path.with_name(path.name + ".data")
+    for stale in (path, data_file):
+        stale.unlink(missing_ok=True)
+    if external_data:
+        onnx.save_model(model, str(path), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=data_file.name,
+                        size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))
+    return external_data
+
+
 def _check_opset(opset: int) -> None:
     if opset not in SUPPORTED_OPSETS:
         raise EngineError(
@@ -129,6 +152,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     external_data: bool | None = None,
     progress: bool = False,
+    network_fingerprint: str | None = None,
 ) -> Path:
     """Export ``regressor``'s network to ``path`` and check it; return ``path``.
 
@@ -141,6 +165,8 @@ def export_onnx(
         external_data: store weights in ``<name>.onnx.data``; ``None`` decides by size
             (above :data:`EXTERNAL_DATA_THRESHOLD` bytes).
         progress: show a progress bar (export of ViT-H takes a while).
+        network_fingerprint: :func:`fingerprint` of ``regressor`` at ``input_scale`` when the
+            caller has it already (it hashes every weight); computed otherwise.
 
     Raises:
         EngineError: bad opset, non-float32 weights, or a graph the ONNX checker rejects.
@@ -184,7 +210,7 @@ def export_onnx(
         metadata = {
             "fasthmr_config": json.dumps(regressor.config, sort_keys=True, default=str),
             "fasthmr_input_scale": repr(float(input_scale)),
-            "fasthmr_fingerprint": fingerprint(regressor, input_scale),
+            "fasthmr_fingerprint": network_fingerprint or fingerprint(regressor, input_scale),
             "fasthmr_test_asset": str(bool(getattr(regressor, "is_test_asset", False))),
         }
         for key, value in metadata.items():
@@ -192,17 +218,7 @@ def export_onnx(
             entry.key, entry.value = key, value
         steps.update()
         steps.set_postfix_str("saving")
-        if external_data is None:
-            external_data = _weights_bytes(model) > EXTERNAL_DATA_THRESHOLD
-        data_file = path.with_name(path.name + ".data")
-        for stale in (path, data_file):
-            stale.unlink(missing_ok=True)
-        if external_data:
-            onnx.save_model(model, str(path), save_as_external_data=True,
-                            all_tensors_to_one_file=True, location=data_file.name,
-                            size_threshold=1024)
-        else:
-            onnx.save_model(model, str(path))
+        external_data = save_onnx(model, path, external_data)
         del model
         steps.update()
     steps.set_postfix_str("checking")
@@ -213,7 +229,7 @@ def export_onnx(
     steps.update()
     steps.close()
     log.info("exported %s (opset %d%s)", path, opset,
-             f", weights in {data_file.name}" if external_data else "")
+             f", weights in {path.name}.data" if external_data else "")
     return path
 
 
@@ -272,14 +288,35 @@ def cached_export(
     _check_opset(opset)
     key = fingerprint(regressor, input_scale)
     path = Path(cache_dir or default_cache_dir()) / "onnx" / f"network-{key[:24]}-op{opset}.onnx"
+    return export_unless_current(regressor, path, input_scale=input_scale, opset=opset,
+                                 progress=progress, network_fingerprint=key)
+
+
+def export_unless_current(
+    regressor: HandMeshRegressor,
+    path: str | Path,
+    *,
+    input_scale: float = 1.0,
+    opset: int = DEFAULT_OPSET,
+    progress: bool = False,
+    network_fingerprint: str | None = None,
+) -> Path:
+    """``path`` if it already holds ``regressor``'s network at ``input_scale``, else export it.
+
+    The file is compared by the :func:`fingerprint` in its metadata; one that cannot be read
+    is exported again. Arguments as for :func:`export_onnx`.
+    """
+    path = Path(path)
+    key = network_fingerprint or fingerprint(regressor, input_scale)
     if path.is_file():
         try:
             if read_metadata(path).get("fasthmr_fingerprint") == key:
-                log.info("using cached ONNX graph %s", path)
+                log.info("using ONNX graph %s (it holds this network)", path)
                 return path
-        except Exception as exc:  # any unreadable cache file is exported again
-            log.warning("cached ONNX graph %s is unreadable (%s); exporting again", path, exc)
-    return export_onnx(regressor, path, input_scale=input_scale, opset=opset, progress=progress)
+        except Exception as exc:  # any unreadable file is exported again
+            log.warning("ONNX graph %s is unreadable (%s); exporting again", path, exc)
+    return export_onnx(regressor, path, input_scale=input_scale, opset=opset, progress=progress,
+                       network_fingerprint=key)
 
 
 def graph_for_engine(regressor: HandMeshRegressor, options: Mapping[str, Any]) -> Path:

@@ -30,6 +30,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import load_external_data_for_model
 
+from fasthmr_ros.engines.onnx_export import save_onnx
+
 LOGGER = logging.getLogger(__name__)
 
 #: Bump when the conversion changes (it is part of engine cache keys).
@@ -50,9 +52,6 @@ FLOAT32_OPS: frozenset[str] = frozenset({
 })
 #: Largest finite fp16 value (weights are clamped to it instead of becoming infinite).
 FP16_MAX = float(np.finfo(np.float16).max)
-#: Models above this many bytes of weights are saved with external data (protobuf's limit is
-#: 2 GB).
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 _FLOAT = TensorProto.FLOAT
 
@@ -293,7 +292,8 @@ def convert_onnx_precision(
 ) -> ConversionSummary:
     """Write a ``precision`` (fp16/bf16) copy of the float32 ONNX file ``source`` to ``target``.
 
-    Weights over :data:`EXTERNAL_DATA_THRESHOLD` bytes go to ``<target>.data`` beside it.
+    Weights over ``onnx_export.EXTERNAL_DATA_THRESHOLD`` bytes go to ``<target>.data`` beside
+    it.
     The result is checked with the ONNX checker. Returns what was converted.
     """
     source, target = Path(source), Path(target)
@@ -301,15 +301,8 @@ def convert_onnx_precision(
     types = _elem_types(model)  # weights are not needed (and may exceed protobuf's 2 GB)
     load_external_data_for_model(model, str(source.parent))
     summary = convert_model_precision(model, precision, elem_types=types)
-    weight_bytes = sum(len(tensor.raw_data) for tensor in model.graph.initializer)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if weight_bytes > EXTERNAL_DATA_THRESHOLD:
-        data_name = f"{target.name}.data"
-        (target.parent / data_name).unlink(missing_ok=True)
-        onnx.save_model(model, str(target), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
-    else:
-        onnx.save_model(model, str(target))
+    save_onnx(model, target)
     onnx.checker.check_model(str(target), full_check=True)
     LOGGER.info(
         "wrote %s ONNX %s: %d nodes in %s, %d kept float32, %d casts, %d weights converted",

@@ -313,25 +313,25 @@ def _parse_onnx(trt: types.ModuleType, network: Any, onnx_path: Path, logger: An
     return parser
 
 
-def _timing_cache(config: Any, path: Path | None) -> Any:
-    """Load the timing cache at ``path`` into ``config`` (an unreadable one starts afresh)."""
-    blob = b""
-    if path is not None and path.is_file():
-        blob = path.read_bytes()
+def set_timing_cache(config: Any, path: Path | None) -> None:
+    """Load the timing cache at ``path`` into ``config`` (an unreadable one starts afresh).
+
+    ``config.set_timing_cache`` keeps the cache object alive as long as the config.
+    """
+    blob = path.read_bytes() if path is not None and path.is_file() else b""
+    cache, reason = None, "TensorRT returned no cache"
     try:
         cache = config.create_timing_cache(blob)
     except Exception as exc:  # noqa: BLE001 - a corrupt cache must not stop the build
-        LOGGER.warning("timing cache %s is unreadable (%s): starting a new one", path, exc)
-        cache = None
+        reason = str(exc)
     if cache is None and blob:
-        LOGGER.warning("timing cache %s is unreadable: starting a new one", path)
+        LOGGER.warning("timing cache %s is unreadable (%s): starting a new one", path, reason)
         cache = config.create_timing_cache(b"")
     if cache is None:
-        raise EngineBuildError("TensorRT could not create a timing cache")
+        raise EngineBuildError(f"TensorRT could not create a timing cache ({reason})")
     if not config.set_timing_cache(cache, ignore_mismatch=False):
         LOGGER.warning("timing cache %s was made for another GPU or TensorRT: not used", path)
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
-    return cache
 
 
 def build_serialized_engine(
@@ -375,7 +375,7 @@ def build_serialized_engine(
     if config.add_optimization_profile(optimisation) < 0:
         raise EngineBuildError(f"invalid optimisation profile {profile.shapes()}")
     cache_path = Path(timing_cache_path) if timing_cache_path is not None else None
-    _timing_cache(config, cache_path)
+    set_timing_cache(config, cache_path)
     disable = None if show_progress is None else not show_progress
     description = f"building TensorRT {plan.precision} engine"
     LOGGER.info("%s from %s (batch %d..%d, opt %d); this takes minutes for large models",

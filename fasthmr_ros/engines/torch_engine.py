@@ -107,9 +107,10 @@ def run_bucketed(
     """
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in NETWORK_OUTPUTS}
     for chunk in plan_chunks(crops.shape[0], buckets):
+        rows = chunk.stop - chunk.start
         outputs = run_bucket(pad_rows(crops[chunk.start : chunk.stop], chunk.bucket))
         for key in NETWORK_OUTPUTS:
-            parts[key].append(outputs[key][: chunk.stop - chunk.start].float().clone())
+            parts[key].append(outputs[key][:rows].to(torch.float32, copy=True))
     return {key: torch.cat(values) if len(values) > 1 else values[0]
             for key, values in parts.items()}
 
@@ -130,8 +131,12 @@ class CudaGraphBuckets:
         self.graphs: dict[int, tuple[Any, torch.Tensor, dict[str, torch.Tensor]]] = {}
 
     def capture(self, bucket: int) -> None:
-        """Capture the graph of ``bucket`` (warm-up on a side stream first, per PyTorch docs)."""
-        with torch.inference_mode():
+        """Capture the graph of ``bucket`` (warm-up on a side stream first, per PyTorch docs).
+
+        The runner's device is made current for the capture: ``torch.cuda.graph`` captures the
+        current device's work only, so a runner on ``cuda:1`` would otherwise capture nothing.
+        """
+        with torch.inference_mode(), torch.cuda.device(self.device):
             self._capture(bucket)
 
     def _capture(self, bucket: int) -> None:
@@ -147,7 +152,9 @@ class CudaGraphBuckets:
         graph = torch.cuda.CUDAGraph()
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
-        with torch.cuda.graph(graph, pool=self.pool), self.context():
+        # The side stream captures too: torch.cuda.graph's default capture stream is created
+        # once per process, on whichever device was current then.
+        with torch.cuda.graph(graph, pool=self.pool, stream=side), self.context():
             static_out = self.network(static_in)
         self.graphs[bucket] = (graph, static_in, static_out)
 

@@ -1,0 +1,55 @@
+"""What the commands that load a hand model share: option help, ``--device`` and loading.
+
+``--checkpoint``, ``--mano-dir`` and ``--device`` mean the same in every command that takes
+them (``hands``, ``export onnx``, ``engine build``, ``bench``, ``distill``). This module holds
+their help texts, checks ``--device`` before anything is loaded, and turns every way loading a
+checkpoint can fail into one :class:`~fasthmr_ros.cli.main.CommandError` naming the file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fasthmr_ros.cli.main import CommandError
+
+#: Help of a ``--checkpoint`` option (any regressor: teacher or student).
+CHECKPOINT_HELP = "hamer.ckpt, its _DATA or hamer_ckpts folder, or a student checkpoint"
+#: Help of ``--mano-dir``.
+MANO_DIR_HELP = "folder with MANO_RIGHT.pkl (default: MANO stored in the checkpoint)"
+#: Printed before and after the output of a run on random-weights test assets.
+RANDOM_WEIGHTS_WARNING = (
+    "WARNING: this checkpoint was written by 'fasthmr make-test-assets': its weights are RANDOM "
+    "and its MANO model is synthetic. The meshes below are meaningless; use the official "
+    "hamer.ckpt (or a trained student) for real results."
+)
+
+
+def parse_device_arg(text: str) -> torch.device:
+    """The torch device named by ``--device``; :class:`CommandError` if unusable here."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError) as exc:
+        raise CommandError(f"--device {text}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError(
+            f"--device {text}: CUDA is not available on this machine; use --device cpu"
+        )
+    return device
+
+
+def load_model(
+    checkpoint: str, mano_dir: str | None = None, device: str = "cpu", what: str = "the model"
+) -> Any:
+    """Load a hand regressor (``fasthmr_ros.load_hand_regressor``) for a command.
+
+    ``what`` names the model in the error message (e.g. ``"the teacher"``). Raises
+    :class:`CommandError` for a missing, unreadable or mismatched checkpoint or MANO folder.
+    """
+    from fasthmr_ros import load_hand_regressor
+
+    try:
+        return load_hand_regressor(checkpoint, mano_dir=mano_dir, device=device)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise CommandError(f"cannot load {what} from {checkpoint}: {exc}") from None
