@@ -59,3 +59,34 @@ def test_reset_starts_new_tracks() -> None:
     stream.reset()
     second = _frames(stream, np.zeros(1))[0][0].track_id
     assert second != first
+
+
+def test_non_finite_hands_are_dropped_before_smoothing() -> None:
+    stream = HandStream()
+    _frames(stream, np.zeros(2))
+    boxes, ids = stream.assign([HandBox(102, 100, 162, 170, side="right"),
+                                HandBox(398, 120, 458, 190, side="left")])
+    broken = _result(boxes[0], 0.0)
+    broken.joints[3, 1] = np.nan
+    results = stream.finish([broken, _result(boxes[1], 0.0)], ids, stamp=2 / 30.0)
+    assert stream.dropped == 1
+    assert [r.track_id for r in results] == [ids[1]]
+    # The broken hand never reached its filter: the next good frame still smooths normally.
+    boxes, ids = stream.assign([HandBox(103, 100, 163, 170, side="right")])
+    (again,) = stream.finish([_result(boxes[0], 0.0)], ids, stamp=3 / 30.0)
+    assert np.isfinite(again.joints).all() and stream.dropped == 0
+
+
+def test_smoothed_keypoints_are_the_smoothed_joints_projected() -> None:
+    from fasthmr_ros.pipeline.camera import project_points
+    from fasthmr_ros.pipeline.results import CameraIntrinsics
+
+    camera = CameraIntrinsics(600.0, 600.0, 320.0, 240.0)
+    stream = HandStream()
+    noise = np.random.default_rng(2).normal(0.0, 0.01, 5)
+    for i, n in enumerate(noise):
+        boxes, ids = stream.assign([HandBox(100, 100, 160, 170, side="right")])
+        hand = _result(boxes[0], float(n))
+        hand.joints = hand.joints + np.linspace(-0.05, 0.05, 63).reshape(21, 3) + [0, 0, 0.5]
+        (out,) = stream.finish([hand], ids, stamp=i / 30.0, intrinsics=camera)
+    np.testing.assert_allclose(out.keypoints_2d, project_points(out.joints, camera))

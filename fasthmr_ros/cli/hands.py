@@ -374,7 +374,10 @@ def _run(args: argparse.Namespace) -> int:
             hands = pipeline.process(rgb, hand_boxes, camera)
             if frame.stamp is None:
                 track_ids = [None] * len(hands)
-            hands = stream.finish(hands, track_ids, frame.stamp or 0.0)
+            hands = stream.finish(hands, track_ids, frame.stamp or 0.0, camera)
+            if stream.dropped:
+                tqdm.write(f"{key}: dropped {stream.dropped} hand(s) with non-finite joints or "
+                           "vertices (check the model weights and the engine precision)")
             if args.freihand_pred:
                 if len(hands) != 1:
                     raise CommandError(

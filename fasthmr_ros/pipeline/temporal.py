@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fasthmr_ros.pipeline.results import HandBox, HandResult
+import numpy as np
+
+from fasthmr_ros.pipeline.camera import project_points
+from fasthmr_ros.pipeline.results import CameraIntrinsics, HandBox, HandResult
 from fasthmr_ros.pipeline.smoothing import (
     DEFAULT_ARTICULATION,
     DEFAULT_TRANSLATION,
@@ -47,6 +50,7 @@ class HandStream:
         self.smoothing = smoothing
         self.tracker = tracker or HandTracker()
         self.smoother = HandSmoother(translation=translation, articulation=articulation)
+        self.dropped = 0
 
     def assign(self, boxes: Sequence[HandBox]) -> tuple[list[HandBox], list[int | None]]:
         """Return the boxes (with their tracks' stable sides) and one id per box."""
@@ -56,14 +60,36 @@ class HandStream:
         return [t.box for t in tracked], [t.track_id for t in tracked]
 
     def finish(
-        self, results: Sequence[HandResult], track_ids: Sequence[int | None], stamp: float
+        self,
+        results: Sequence[HandResult],
+        track_ids: Sequence[int | None],
+        stamp: float,
+        intrinsics: CameraIntrinsics | None = None,
     ) -> list[HandResult]:
-        """Stamp ``results`` with ``track_ids`` and smooth them at time ``stamp`` (seconds)."""
-        for result, track_id in zip(results, track_ids, strict=True):
+        """Stamp ``results`` with ``track_ids`` and smooth them at time ``stamp`` (seconds).
+
+        Hands with non-finite joints or vertices (a broken model or precision) are dropped
+        before smoothing, so they never reach a filter; :attr:`dropped` counts them for the
+        caller to report. With ``intrinsics`` the 2D keypoints of smoothed hands are projected
+        again from the smoothed joints, so the two stay consistent.
+        """
+        kept = [
+            (result, track_id)
+            for result, track_id in zip(results, track_ids, strict=True)
+            if np.isfinite(result.joints).all() and np.isfinite(result.vertices).all()
+        ]
+        self.dropped = len(results) - len(kept)
+        for result, track_id in kept:
             result.track_id = track_id
+        finished = [result for result, _ in kept]
         if not self.smoothing:
-            return list(results)
-        return self.smoother.smooth_all(results, stamp)
+            return finished
+        finished = self.smoother.smooth_all(finished, stamp)
+        if intrinsics is not None:
+            for result in finished:
+                if result.track_id is not None:
+                    result.keypoints_2d = project_points(result.joints, intrinsics)
+        return finished
 
     def reset(self) -> None:
         """Forget all tracks and filters (a new, unrelated sequence starts)."""

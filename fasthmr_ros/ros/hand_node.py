@@ -447,15 +447,12 @@ class HandMeshNode:
 
         intrinsics = self._intrinsics_for(frame.stamp_ns, rgb.shape[1], rgb.shape[0])
         results = self.pipeline.process(rgb, boxes, intrinsics) if boxes else []
-        # Drop broken hands before smoothing: the filters refuse NaN (and must not keep it).
-        finite = [(r, i) for r, i in zip(results, track_ids, strict=True)
-                  if np.isfinite(r.vertices).all() and np.isfinite(r.joints).all()]
-        if len(finite) < len(results):
-            self._warn_throttled("non_finite", f"dropped {len(results) - len(finite)} hand(s) "
-                                 "with non-finite vertices or joints (check the model weights "
-                                 "and the engine precision)")
-        results = self.stream.finish([r for r, _ in finite], [i for _, i in finite],
-                                     frame.stamp_ns * 1e-9)
+        camera = resolve_intrinsics(intrinsics, rgb.shape[1], rgb.shape[0])
+        results = self.stream.finish(results, track_ids, frame.stamp_ns * 1e-9, camera)
+        if self.stream.dropped:
+            self._warn_throttled("non_finite", f"dropped {self.stream.dropped} hand(s) with "
+                                 "non-finite vertices or joints (check the model weights and "
+                                 "the engine precision)")
         t3 = time.perf_counter()
         timings.infer = t3 - t2
 
