@@ -145,7 +145,7 @@ def test_pretrained_backbone_weights_load_from_a_local_file(
     import timm
 
     from fasthmr_ros.models.students import SMALL_STUDENT_HEAD, StudentConfig
-    from fasthmr_ros.training.student_specs import build_student, load_pretrained_backbone
+    from fasthmr_ros.training.student_specs import load_pretrained_backbone, student_for_teacher
 
     teacher = load_hand_regressor(test_assets.checkpoint)
     reference = timm.create_model("mobilenetv3_small_050", pretrained=False)
@@ -153,13 +153,13 @@ def test_pretrained_backbone_weights_load_from_a_local_file(
     weights = tmp_path / "mobilenet.pth"
     torch.save(reference.state_dict(), weights)
     config = StudentConfig(backbone="mobilenetv3_small_050", head=SMALL_STUDENT_HEAD).to_dict()
-    student = build_student(config, teacher)
+    student = student_for_teacher(config, teacher)
     assert not torch.equal(student.backbone.body.conv_stem.weight, reference.conv_stem.weight)
     load_pretrained_backbone(student, weights)
     body = student.backbone.body.state_dict()
     for name, value in body.items():
         torch.testing.assert_close(value, reference.state_dict()[name], rtol=0, atol=0)
-    vit = build_student(distill_tiny_vit, teacher)
+    vit = student_for_teacher(distill_tiny_vit, teacher)
     with pytest.raises(ValueError, match="timm students only"):
         load_pretrained_backbone(vit, weights)
     with pytest.raises(FileNotFoundError):

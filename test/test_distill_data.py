@@ -32,7 +32,7 @@ from fasthmr_ros.training.data import (
     validation_batch,
 )
 from fasthmr_ros.training.distiller import DistillConfig, Distiller, seed_everything
-from fasthmr_ros.training.student_specs import build_student
+from fasthmr_ros.training.student_specs import student_for_teacher
 
 pytestmark = pytest.mark.usefixtures("distill_single_thread")
 #: Every augmentation on, strongly (rotations always), to exercise the label transforms.
@@ -159,7 +159,7 @@ def test_labelled_distillation_adds_ground_truth_terms(freihand_root, teacher, d
     reader = FreiHAND(freihand_root, "training", versions=("gs",))
     dataset = LabelledCrops(reader, teacher.mano.hand_mean.numpy(), seed=0)
     seed_everything(0)
-    student = build_student(distill_tiny_vit, teacher)
+    student = student_for_teacher(distill_tiny_vit, teacher)
     config = DistillConfig(kd="output", steps=2, batch_size=2, warmup_steps=0)
     distiller = Distiller(student, teacher, config)
     metrics = distiller.train_step(stack_items([dataset[(0, 0, 0)], dataset[(0, 1, 2)]]))

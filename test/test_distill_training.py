@@ -27,7 +27,7 @@ from fasthmr_ros.training.distiller import (
     read_training_state,
     seed_everything,
 )
-from fasthmr_ros.training.student_specs import HEAD_MEAN_BUFFERS, build_student
+from fasthmr_ros.training.student_specs import HEAD_MEAN_BUFFERS, student_for_teacher
 from fasthmr_ros.training.teacher_targets import TeacherTargets, WithTeacherTargets
 
 pytestmark = pytest.mark.usefixtures("distill_single_thread")
@@ -62,7 +62,7 @@ def make_student(teacher, distill_tiny_vit):
 
     def make(seed: int = 0, config: dict | None = None):
         seed_everything(seed)
-        return build_student(config or distill_tiny_vit, teacher)
+        return student_for_teacher(config or distill_tiny_vit, teacher)
 
     return make
 

@@ -312,14 +312,14 @@ def _student_config(args: argparse.Namespace, state: dict | None, init: Any) -> 
 
 def _build_student(args: argparse.Namespace, teacher: Any, state: dict | None) -> Any:
     from fasthmr_ros.training.student_specs import (
-        build_student,
         copy_head_weights,
         load_pretrained_backbone,
+        student_for_teacher,
     )
 
     init = None if args.init is None else load_model(args.init, what="--init")
     try:
-        student = build_student(_student_config(args, state, init), teacher)
+        student = student_for_teacher(_student_config(args, state, init), teacher)
     except (ValueError, KeyError, TypeError) as exc:
         raise CommandError(f"cannot build the student: {exc}") from None
     if state is not None:

@@ -111,14 +111,19 @@ def same_architecture(first: dict[str, Any], second: dict[str, Any]) -> bool:
     return canonical(first) == canonical(second)
 
 
-def build_student(config: dict[str, Any], teacher: HandMeshRegressor) -> HandMeshRegressor:
-    """Build a fresh student with the teacher's MANO model and head mean parameters."""
+def student_for_teacher(
+    config: dict[str, Any], teacher: HandMeshRegressor
+) -> HandMeshRegressor:
+    """Build a fresh student with the teacher's MANO model and head mean parameters.
+
+    A timm student is built from its backbone name (its width is read off the backbone); other
+    kinds go through the model registry.
+    """
     mano = copy.deepcopy(teacher.mano)
     if config.get("kind") == "timm":
-        from fasthmr_ros.models.students import StudentConfig
-        from fasthmr_ros.models.students import build_student as build_timm_student
+        from fasthmr_ros.models.students import StudentConfig, build_student
 
-        student = build_timm_student(StudentConfig.from_dict(dict(config)), mano)
+        student = build_student(StudentConfig.from_dict(dict(config)), mano)
     else:
         student = build_regressor_from_config(dict(config), mano)
     copy_head_weights(teacher, student, names=HEAD_MEAN_BUFFERS)
