@@ -430,3 +430,21 @@ def test_default_mediapipe_detector_finds_hands_in_a_photo(harness):
         x1, y1, x2, y2 = hand.box
         assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 480
         assert 0.0 < hand.score <= 1.0 and hand.side in (0, 1)
+
+
+def test_warning_tables_stay_bounded(harness, caplog):
+    from fasthmr_ros.ros.hand_node import MAX_WARNING_KEYS
+
+    node = harness({"publish_markers": False}).node
+    now = [0.0]
+    node.clock = lambda: now[0]
+    for i in range(5 * MAX_WARNING_KEYS):  # a bad-message reason that changes every time
+        now[0] += 0.1
+        node._reject(f"skipped an image: {i} bytes missing")
+    assert len(node._warned_at) <= MAX_WARNING_KEYS + 1
+    logged = [r.getMessage() for r in caplog.records if "bytes missing" in r.getMessage()]
+    assert len(logged) == 5 * MAX_WARNING_KEYS  # every distinct reason was still logged
+    for i in range(2 * MAX_WARNING_KEYS):
+        node._warn_once(f"encoding:{i}", f"unsupported encoding {i}")
+    assert len(node._warned) == MAX_WARNING_KEYS + 1
+    assert any("further new ones are not logged" in r.getMessage() for r in caplog.records)

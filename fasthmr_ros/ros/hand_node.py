@@ -73,6 +73,9 @@ from fasthmr_ros.ros.transport import RawPublisher, Transport
 NODE_NAME = "hand_mesh_node"
 
 #: Topic names, relative to the node's namespace unless absolute.
+#: Distinct warning texts remembered for throttling and one-time warnings.
+MAX_WARNING_KEYS = 256
+
 IMAGE_TOPIC = "image"
 COMPRESSED_SUFFIX = "/compressed"
 CAMERA_INFO_TOPIC = "camera_info"
@@ -593,15 +596,24 @@ class HandMeshNode:
 
     # ---------------------------------------------------------------- logging
     def _warn_once(self, key: str, text: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self.log.warning(text)
+        if key in self._warned or len(self._warned) > MAX_WARNING_KEYS:
+            return
+        self._warned.add(key)
+        self.log.warning(text)
+        if len(self._warned) > MAX_WARNING_KEYS:  # a stream of ever-new problems: stop here
+            self.log.warning(f"more than {MAX_WARNING_KEYS} distinct one-time warnings; "
+                             "further new ones are not logged")
 
     def _warn_throttled(self, key: str, text: str, period_s: float = 5.0) -> None:
         now = self.clock()
         if now - self._warned_at.get(key, -float("inf")) >= period_s:
             self._warned_at[key] = now
             self.log.warning(text)
+            if len(self._warned_at) > MAX_WARNING_KEYS:
+                # Keys older than the period would log again anyway: forgetting them bounds
+                # the table (messages with ever-changing reasons would grow it forever).
+                self._warned_at = {k: t for k, t in self._warned_at.items()
+                                   if now - t < period_s}
 
     def _reject(self, text: str) -> None:
         """Count a skipped message and log why (the same reason at most every 5 s)."""
