@@ -214,8 +214,20 @@ class HandMeshRosNode:
         self._worker.start()
 
     def _work(self) -> None:
-        while self._running:
-            self.core.spin_once(0.1)
+        import rclpy
+
+        def alive() -> bool:
+            return self._running and rclpy.ok(context=self.node.context)
+
+        while alive():
+            try:
+                self.core.spin_once(0.1)
+            except Exception as exc:  # e.g. publishing diagnostics while ROS shuts down
+                if not alive():
+                    return  # Ctrl-C invalidated the context under a frame in flight: stop
+                self.node.get_logger().error(
+                    f"hand mesh worker: {type(exc).__name__}: {exc}; continuing"
+                )
 
     def _on_set_parameters(self, parameters: Sequence[Any]) -> Any:
         from rcl_interfaces.msg import SetParametersResult
