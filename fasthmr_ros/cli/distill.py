@@ -101,8 +101,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     boxes = data.add_mutually_exclusive_group()
     boxes.add_argument(
         "--boxes", metavar="FILE",
-        help="JSON hand boxes for a folder (format of 'fasthmr hands --help'; video frames "
-             "are named <video stem>_<frame:06d>)",
+        help="JSON hand boxes for a folder (format of 'fasthmr hands --help'; key frames by "
+             "image file name or <video stem>_<frame:06d>: bare frame numbers count the frames "
+             "distill reads, after --frame-step, which may differ from 'fasthmr hands')",
     )
     boxes.add_argument(
         "--full-frame", action="store_true",

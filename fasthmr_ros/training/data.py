@@ -262,7 +262,10 @@ def file_boxes(boxes: JsonBoxes) -> FrameBoxes:
 
     Keys are looked up as :class:`JsonBoxes` does: an image's file name or stem, a video
     frame's name ``<video stem>_<frame:06d>`` (as ``fasthmr hands`` names it), or the running
-    index of the frame over the whole input (from 0).
+    index of the frame over the whole input (from 0). Names identify a frame the same way in
+    both commands; the running index counts the frames read here (after ``frame_step``, folders
+    searched recursively), so it matches ``fasthmr hands`` only for the same flat input read
+    frame by frame.
     """
     counter = iter(range(2**62))
 
