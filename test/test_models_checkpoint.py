@@ -154,3 +154,13 @@ def test_checkpoint_without_mano_needs_mano_dir(test_assets, tmp_path: Path) -> 
         load_hand_regressor(path)
     model = load_hand_regressor(path, mano_dir=test_assets.mano_dir)
     assert model.faces.shape == (1538, 3)
+
+
+def test_loaded_models_hold_real_tensors_only(test_assets, tmp_path: Path) -> None:
+    """The network is built empty (meta device) and must end up with every tensor real."""
+    official = load_hand_regressor(test_assets.checkpoint)
+    ours = load_hand_regressor(save_regressor(official, tmp_path / "ours.ckpt"))
+    for model in (official, ours):
+        tensors = [*model.parameters(), *model.buffers()]
+        assert tensors and all(t.device.type == "cpu" for t in tensors)
+        assert all(p.requires_grad for p in model.parameters())

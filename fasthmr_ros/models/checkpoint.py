@@ -19,7 +19,7 @@ import logging
 import pickle
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +250,19 @@ def _network_keys(model: HandMeshRegressor) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if not k.startswith("mano.")}
 
 
+def _without_weights(build: Callable[[], HandMeshRegressor], empty: bool) -> HandMeshRegressor:
+    """Build the model; with ``empty``, its network on the meta device (no memory, no init).
+
+    ViT-H's random initialisation costs seconds and a second 2.5 GB copy of the weights next to
+    the checkpoint's; an empty network then takes the checkpoint's tensors themselves. Builders
+    that need real tensors while constructing (timm backbones) are built normally.
+    """
+    if not empty:
+        return build()
+    with torch.device("meta"):
+        return build()
+
+
 def load_hand_regressor(
     checkpoint: str | Path,
     mano_dir: str | Path | None = None,
@@ -263,7 +276,9 @@ def load_hand_regressor(
     if data.get("fasthmr_format") == FASTHMR_FORMAT:
         from fasthmr_ros.models.registry import build_regressor_from_config
 
-        model = build_regressor_from_config(dict(data["config"]), mano)
+        config_dict = dict(data["config"])
+        empty = config_dict.get("kind", "vit") == "vit"
+        model = _without_weights(lambda: build_regressor_from_config(config_dict, mano), empty)
     else:
         yaml_config = None
         if config_path is not None:
@@ -275,10 +290,12 @@ def load_hand_regressor(
             if isinstance(embedded, Mapping)
             else derive_hamer_config(state, yaml_config, path)
         )
-        model = build_hand_regressor(config, mano)
+        empty = True
+        model = _without_weights(lambda: build_hand_regressor(config, mano), empty)
     network_state = _network_state(state)
     check_state_dict(_network_keys(model), network_state, path)
-    model.load_state_dict(network_state, strict=False)
+    # A model built without weights takes the checkpoint's tensors as they are (no second copy).
+    model.load_state_dict(network_state, strict=False, assign=empty)
     model.is_test_asset = bool(data.get("fasthmr_test_asset", False))
     if model.is_test_asset:
         log.warning("%s is a test asset: RANDOM weights, the meshes mean nothing", path)
