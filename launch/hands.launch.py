@@ -59,8 +59,9 @@ def _hand_mesh_node(context, *args, **kwargs) -> list:
             namespace=arg("namespace"),
             parameters=[
                 arg("params_file"),
-                overrides,
-                {"use_sim_time": ParameterValue(arg("use_sim_time"), value_type=bool)},
+                # One dict, never empty: given model arguments override the file.
+                {**overrides,
+                 "use_sim_time": ParameterValue(arg("use_sim_time"), value_type=bool)},
             ],
             remappings=[("image", arg("image_topic")),
                         ("camera_info", arg("camera_info_topic"))],
