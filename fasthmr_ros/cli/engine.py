@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fasthmr_ros.cli.main import CommandError
 from fasthmr_ros.cli.model_args import CHECKPOINT_HELP, MANO_DIR_HELP, load_model
+from fasthmr_ros.engines.base import PRECISIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--onnx", metavar="FILE",
                        help="exported graph to build from; with --checkpoint, where to export it "
                        "(reused when it already holds that checkpoint's network)")
-    build.add_argument("--precision", choices=("fp16", "fp32", "bf16"), default="fp16",
+    build.add_argument("--precision", choices=PRECISIONS, default="fp16",
                        help="engine precision (default fp16; bf16 needs TensorRT >= 10)")
     build.add_argument("--max-batch", type=int, default=8,
                        help="largest batch of crops per call (default 8)")

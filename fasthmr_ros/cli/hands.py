@@ -22,6 +22,7 @@ from fasthmr_ros.cli.model_args import (
     load_model,
     parse_device_arg,
 )
+from fasthmr_ros.engines.base import ENGINES, PRECISIONS
 from fasthmr_ros.models.constants import NUM_JOINTS, NUM_VERTICES
 from fasthmr_ros.pipeline.box_sources import FullFrameBoxes, HandDetector, JsonBoxes
 from fasthmr_ros.pipeline.camera import resolve_intrinsics
@@ -94,11 +95,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     parser.add_argument(
-        "--engine", default="torch",
+        "--engine", default="torch", choices=ENGINES,
         help="what runs the network: torch (default), onnxruntime or tensorrt",
     )
     parser.add_argument(
-        "--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+        "--precision", default="fp32", choices=PRECISIONS,
         help="network precision (fp16 needs a GPU; default fp32)",
     )
     camera = parser.add_argument_group(
