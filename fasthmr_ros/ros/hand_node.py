@@ -448,9 +448,11 @@ class HandMeshNode:
         t2 = time.perf_counter()
         timings.detect = t2 - t1
 
-        intrinsics = self._intrinsics_for(frame.stamp_ns, rgb.shape[1], rgb.shape[0])
-        results = self.pipeline.process(rgb, boxes, intrinsics) if boxes else []
-        camera = resolve_intrinsics(intrinsics, rgb.shape[1], rgb.shape[0])
+        camera = resolve_intrinsics(
+            self._intrinsics_for(frame.stamp_ns, rgb.shape[1], rgb.shape[0]),
+            rgb.shape[1], rgb.shape[0],
+        )
+        results = self.pipeline.process(rgb, boxes, camera) if boxes else []
         results = self.stream.finish(results, track_ids, frame.stamp_ns * 1e-9, camera)
         if self.stream.dropped:
             self._warn_throttled("non_finite", f"dropped {self.stream.dropped} hand(s) with "
@@ -460,7 +462,7 @@ class HandMeshNode:
         timings.infer = t3 - t2
 
         cpu2 = time.thread_time()
-        self._publish_outputs(frame, rgb, results, intrinsics, timings)
+        self._publish_outputs(frame, rgb, results, camera, timings)
         timings.overhead_cpu += time.thread_time() - cpu2
         done = self.clock()
         self.stats.output(done, done - frame.received)
@@ -472,7 +474,7 @@ class HandMeshNode:
         frame: Frame,
         rgb: np.ndarray,
         results: list[HandResult],
-        intrinsics: CameraIntrinsics | None,
+        camera: CameraIntrinsics,
         timings: FrameTimings,
     ) -> None:
         header = frame.message.header
@@ -493,7 +495,7 @@ class HandMeshNode:
             add("tf", lambda: wrist_transforms(header, results, ids, self.params["tf_prefix"],
                                                self.store), TF_MESSAGE)
         if self.params["publish_debug_image"] and self._wanted("debug_image"):
-            add("debug_image", lambda: self._debug_image(header, rgb, results, intrinsics),
+            add("debug_image", lambda: self._debug_image(header, rgb, results, camera),
                 IMAGE)
         for key, msg, msgtype in outgoing:
             start = time.perf_counter()
@@ -512,9 +514,8 @@ class HandMeshNode:
         header: Any,
         rgb: np.ndarray,
         results: list[HandResult],
-        intrinsics: CameraIntrinsics | None,
+        camera: CameraIntrinsics,
     ) -> Any:
-        camera = resolve_intrinsics(intrinsics, rgb.shape[1], rgb.shape[0])
         bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
         drawn = draw_hands(bgr, results, self.faces, camera)
         return encode_image(cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB), header, "rgb8", self.store)
