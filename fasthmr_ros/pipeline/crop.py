@@ -243,34 +243,34 @@ def crop_hand(
         patch = np.zeros((CROP_SIZE, CROP_SIZE, 3), dtype=np.float32)
         return HandCrop(image=normalize_crop(patch, out), transform=transform)
 
-    if kernel is None and not transform.flip:  # the demo's own warp: the whole frame, no copy
-        patch = cv2.warpAffine(image_rgb, m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        return HandCrop(image=normalize_crop(patch, out), transform=transform)
-
-    # Read a window grown by the blur radius (inside the frame). Blurring it with a replicated
-    # border equals whole-frame blurring with skimage's mode='nearest' on [x0, x1) x [y0, y1),
-    # the only pixels the warp reads; nearer the cut edges it differs, but is never read.
-    gx0, gx1 = max(0, x0 - blur_margin), min(width, x1 + blur_margin)
-    gy0, gy1 = max(0, y0 - blur_margin), min(height, y1 + blur_margin)
-    source = image_rgb[gy0:gy1, gx0:gx1]
-    if source.strides[1:] != (3 * source.itemsize, source.itemsize):
-        source = np.ascontiguousarray(source)  # OpenCV needs contiguous pixels within a row
-    if transform.flip:  # mirror only the window (the kernel is symmetric: order is free)
-        source = cv2.flip(source, 1)
-        origin_x = width - gx1  # first window column in the mirrored image
+    if kernel is None and not transform.flip:
+        # The demo's own warp: the whole frame, no copy (and exact under every OpenCV).
+        source, origin = image_rgb, (0, 0)
     else:
-        origin_x = gx0
-    if kernel is not None:
-        # Blur in float32 (5x faster than float64, within 1e-4 grey levels), then warp in
-        # float64 as the demo does (skimage returns float64): OpenCV 4 warps every dtype, and
-        # OpenCV 5 float64, with 1/32-pixel coordinates, while OpenCV 5 warps float32 exactly,
-        # up to ~6 grey levels apart from the demo.
-        source = cv2.sepFilter2D(
-            source, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REPLICATE
-        ).astype(np.float64)
+        # Read a window grown by the blur radius (inside the frame). Blurring it with a
+        # replicated border equals whole-frame blurring with skimage's mode='nearest' on
+        # [x0, x1) x [y0, y1), the only pixels the warp reads; nearer the cut edges it
+        # differs, but is never read.
+        gx0, gx1 = max(0, x0 - blur_margin), min(width, x1 + blur_margin)
+        gy0, gy1 = max(0, y0 - blur_margin), min(height, y1 + blur_margin)
+        source = image_rgb[gy0:gy1, gx0:gx1]
+        if source.strides[1:] != (3 * source.itemsize, source.itemsize):
+            source = np.ascontiguousarray(source)  # OpenCV needs contiguous pixels in a row
+        if transform.flip:  # mirror only the window (the kernel is symmetric: order is free)
+            source = cv2.flip(source, 1)
+            origin = (width - gx1, gy0)  # first window column in the mirrored image
+        else:
+            origin = (gx0, gy0)
+        if kernel is not None:
+            # Blur in float32 (5x faster than float64, within 1e-4 grey levels), then warp in
+            # float64 as the demo does (skimage returns float64): OpenCV 4 warps every dtype,
+            # and OpenCV 5 float64, with 1/32-pixel coordinates, while OpenCV 5 warps float32
+            # exactly, up to ~6 grey levels apart from the demo.
+            source = cv2.sepFilter2D(
+                source, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REPLICATE
+            ).astype(np.float64)
     shifted = m.copy()
-    shifted[:, 2] += m[:, :2] @ np.array([origin_x, gy0], dtype=np.float64)
+    shifted[:, 2] += m[:, :2] @ np.array(origin, dtype=np.float64)
     patch = cv2.warpAffine(
         source,
         shifted,
