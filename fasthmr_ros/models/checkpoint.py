@@ -278,7 +278,9 @@ def load_hand_regressor(
 
         config_dict = dict(data["config"])
         empty = config_dict.get("kind", "vit") == "vit"
-        model = _without_weights(lambda: build_regressor_from_config(config_dict, mano), empty)
+
+        def build() -> HandMeshRegressor:
+            return build_regressor_from_config(config_dict, mano)
     else:
         yaml_config = None
         if config_path is not None:
@@ -291,7 +293,11 @@ def load_hand_regressor(
             else derive_hamer_config(state, yaml_config, path)
         )
         empty = True
-        model = _without_weights(lambda: build_hand_regressor(config, mano), empty)
+
+        def build() -> HandMeshRegressor:
+            return build_hand_regressor(config, mano)
+
+    model = _without_weights(build, empty)
     network_state = _network_state(state)
     check_state_dict(_network_keys(model), network_state, path)
     # A model built without weights takes the checkpoint's tensors as they are (no second copy).
