@@ -120,3 +120,30 @@ class HandResult:
     def is_right(self) -> bool:
         """Whether this is a right hand."""
         return self.side == RIGHT
+
+
+@dataclass
+class BodyResult:
+    """One reconstructed body in the camera optical frame.
+
+    ``joints`` and ``vertices`` already include ``cam_t``. ``model`` names the mesh model
+    (:class:`fasthmr_ros.models.mesh_model.MeshModelInfo` ``name``); the joint order is that
+    model's ``joint_names``. SMPL parameters (rotation matrices) are set only for SMPL results;
+    other models put their own parameters in ``model_params`` (layout: the model's
+    ``parameter_names``). Per-result diagnostics such as fit residuals go into ``extras``.
+    """
+
+    model: str
+    score: float
+    box: np.ndarray  # (4,) x1, y1, x2, y2 in pixels (the detector's box)
+    keypoints_2d: np.ndarray  # (J, 2) pixels, the joints projected into the image
+    joints: np.ndarray  # (J, 3) metres, camera frame
+    vertices: np.ndarray  # (V, 3) metres, camera frame
+    cam_t: np.ndarray  # (3,) metres: translation from the model frame to the camera frame
+    root_rotation: np.ndarray  # (3, 3) pelvis orientation in the camera frame
+    global_orient: np.ndarray | None = None  # (3, 3) SMPL root rotation
+    body_pose: np.ndarray | None = None  # (23, 3, 3) SMPL joint rotations
+    betas: np.ndarray | None = None  # (10,) SMPL shape
+    model_params: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    track_id: int | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
