@@ -152,6 +152,29 @@ def test_loading_imports_neither_omegaconf_nor_yacs(omegaconf_assets, test_asset
     assert "loaded ${EXTRA.FOCAL_LENGTH} 1538" in result.stdout
 
 
+STORED = sorted((Path(__file__).parent / "data" / "omegaconf").glob("omegaconf-*.pt"))
+
+
+@pytest.mark.parametrize("path", STORED, ids=[p.stem for p in STORED])
+def test_files_pickled_by_omegaconf_2_1_to_2_3(path: Path) -> None:
+    """Files written by data/omegaconf/write_files.py under each omegaconf version."""
+    state, hyper_parameters = read_state_and_hyper_parameters(path)
+    assert torch.equal(state["w"], torch.arange(3.0))
+    cfg = {"a": 1, "b": "${a}", "l": [1, [2, 3], {"z": None}], "m": "???", "e": "b"}
+    if path.stem >= "omegaconf-2.2":
+        cfg["p"] = "x/y"
+    assert hyper_parameters == {
+        "cfg": cfg,
+        "schema": {"color": 1, "steps": None, "size": 3, "rate": 1.5, "name": "hi",
+                   "flag": True},
+        "stages": [1, {"q": "${a}"}],
+    }
+
+
+def test_stored_files_cover_three_versions() -> None:
+    assert [p.stem for p in STORED] == ["omegaconf-2.1.2", "omegaconf-2.2.3", "omegaconf-2.3.0"]
+
+
 # --- hostile files ---------------------------------------------------------------------------
 
 
