@@ -131,3 +131,54 @@ def test_cli_bench_engine_options(tmp_path, capsys):
     assert options["tensorrt"] == {"cache_dir": str(tmp_path)}  # engines go to DIR/engines
     assert main(["bench", "--threads", "0", "--iterations", "1"]) == 2
     assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_cuda_graph_settings_are_a_variant_dimension(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--models", "small", "--engines", "torch,onnxruntime",
+                 "--cuda-graphs", "off,on,default", "--iterations", "1", "--warmup", "0",
+                 "--detector", "none", "--no-serialize", "--cache-dir", str(tmp_path / "cache"),
+                 "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["cuda_graphs"] == [False, True, None]
+    results = {r["label"]: r for r in report["results"]}
+    assert set(results) == {f"small/{e}/fp32/b1{s}" for e in ("torch", "onnxruntime")
+                            for s in ("/eager", "/graphs", "")}
+    graphs = results["small/torch/fp32/b1/graphs"]
+    assert "cuda_graphs=True needs device='cuda'" in graphs["skipped"]
+    for label in ("small/onnxruntime/fp32/b1/eager", "small/onnxruntime/fp32/b1/graphs"):
+        assert "has no option(s) cuda_graphs" in results[label]["skipped"]
+    for label in ("small/torch/fp32/b1/eager", "small/torch/fp32/b1",
+                  "small/onnxruntime/fp32/b1"):
+        r = results[label]
+        assert r["skipped"] is None
+        assert r["output_change_mm"] < 0.01 and r["joints_change_mm"] < 0.01
+    assert results["small/torch/fp32/b1/eager"]["engine_name"] == "torch-fp32-cpu"
+    printed = capsys.readouterr().out
+    assert "change vs fp32 mm (vertices / joints)" in printed
+    with pytest.raises(SystemExit):
+        main(["bench", "--cuda-graphs", "maybe"])
+    assert "bad list of CUDA-graph settings" in capsys.readouterr().err
+
+
+def test_bf16_change_is_reported_for_vertices_and_joints():
+    report = run_benchmark(["small"], precisions=["fp32", "bf16"], warmup=0, iterations=1,
+                           progress=False)
+    fp32, bf16 = report.results
+    assert fp32.output_change_mm < 0.01 and fp32.joints_change_mm < 0.01
+    assert 0 < bf16.output_change_mm < 5 and 0 < bf16.joints_change_mm < 5
+    assert bf16.to_dict()["joints_change_mm"] == bf16.joints_change_mm
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(),
+                    reason="needs a CUDA GPU: CUDA graphs against eager launches on the device "
+                    "(scripts/gpu-check.sh runs the full check there)")
+def test_cuda_graphs_on_and_off_on_the_gpu():
+    report = run_benchmark(["small"], precisions=["fp32", "fp16", "bf16"], batches=[1, 3],
+                           cuda_graphs=[False, True], device="cuda", warmup=2, iterations=3,
+                           progress=False)
+    assert not [r.variant.label for r in report.results if r.skipped]
+    for r in report.results:
+        limit = 0.01 if r.variant.precision == "fp32" else 1.0
+        assert r.output_change_mm < limit and r.joints_change_mm < limit, r.variant.label

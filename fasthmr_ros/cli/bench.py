@@ -27,6 +27,17 @@ def _listed(kind: Callable[[str], T], what: str) -> Callable[[str], list[T]]:
     return parse
 
 
+#: ``--cuda-graphs`` words and the torch engine's ``cuda_graphs`` option each stands for.
+CUDA_GRAPH_SETTINGS: dict[str, bool | None] = {"default": None, "on": True, "off": False}
+
+
+def cuda_graph_setting(word: str) -> bool | None:
+    """``on`` / ``off`` / ``default`` as the engine option (``ValueError`` for other words)."""
+    if word not in CUDA_GRAPH_SETTINGS:
+        raise ValueError(word)
+    return CUDA_GRAPH_SETTINGS[word]
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` sub-command."""
     parser = subparsers.add_parser(
@@ -65,6 +76,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[1.0],
         help="comma-separated backbone resolutions relative to 256x192, e.g. 1,0.75 (training-"
         "free speed-up; the table's output change column shows its effect; default 1)",
+    )
+    parser.add_argument(
+        "--cuda-graphs",
+        type=_listed(cuda_graph_setting, "CUDA-graph settings (on, off, default)"),
+        default=[None],
+        help="comma-separated on, off, default: CUDA graphs of the torch engine as a variant "
+        "dimension, e.g. on,off to compare replayed graphs (label /graphs) with eager launches "
+        "(/eager); 'on' is skipped on CPU and by other engines (default: default, i.e. on for "
+        "CUDA)",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up frames (default 3)")
@@ -153,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
             args.models, args.engines, args.precisions, args.batches, args.input_scales,
             device=args.device, warmup=args.warmup, iterations=args.iterations,
             mano_dir=args.mano_dir, engine_options=options, baseline=args.baseline,
-            optional=_optional_stages(args),
+            optional=_optional_stages(args), cuda_graphs=args.cuda_graphs,
         )
     except (EngineError, CheckpointError, ValueError) as exc:
         raise CommandError(str(exc)) from None

@@ -15,9 +15,13 @@ stages a node runs, each timed separately (with ``torch.cuda.synchronize`` on a 
 
 Stages without their part (no detector, no serializer) are left out of the results. Statistics are
 median / p90 / p99 / mean over the timed iterations after a warm-up. Ratios (speed-ups) compare
-variants of the same run only; ``output_change_mm`` is the largest vertex difference to the
-same model's torch fp32 full-resolution run on the same crops (it measures numerical change,
-not accuracy: with random weights it says nothing about accuracy).
+variants of the same run only; ``output_change_mm`` and ``joints_change_mm`` are the largest
+vertex and joint differences to the same model's eager torch fp32 full-resolution run on the
+same crops (they measure numerical change, e.g. of fp16 / bf16 or an input scale, not accuracy:
+with random weights they say nothing about accuracy).
+
+``cuda_graphs`` (torch engine) makes CUDA graphs a variant dimension: ``True`` (label suffix
+``/graphs``), ``False`` (``/eager``) or ``None`` (the engine's default: on for CUDA).
 
 Model names: ``teacher`` (HaMeR's ViT-H with random weights built in memory, or a checkpoint
 given with ``name=PATH``), ``small`` (the tiny test configuration), any timm name (a student
@@ -63,12 +67,19 @@ class Variant:
     precision: str
     batch: int
     input_scale: float = 1.0
+    cuda_graphs: bool | None = None
 
     @property
     def label(self) -> str:
         """Short human-readable name, e.g. ``teacher/onnxruntime/fp32/b1``."""
         scale = "" if self.input_scale == 1.0 else f"/s{self.input_scale:g}"
-        return f"{self.model}/{self.engine}/{self.precision}/b{self.batch}{scale}"
+        graphs = {None: "", True: "/graphs", False: "/eager"}[self.cuda_graphs]
+        return f"{self.model}/{self.engine}/{self.precision}/b{self.batch}{scale}{graphs}"
+
+    @property
+    def engine_key(self) -> tuple:
+        """What an engine is built for; variants differing only in batch size share it."""
+        return (self.model, self.engine, self.precision, self.input_scale, self.cuda_graphs)
 
 
 @dataclass
@@ -105,6 +116,7 @@ class VariantResult:
     stages: dict[str, StageStats] = field(default_factory=dict)
     setup_s: float = 0.0
     output_change_mm: float | None = None
+    joints_change_mm: float | None = None
     skipped: str | None = None
     speedup_network: float | None = None
     speedup_total: float | None = None
@@ -133,6 +145,7 @@ class VariantResult:
             "setup_s": self.setup_s,
             "skipped": self.skipped,
             "output_change_mm": self.output_change_mm,
+            "joints_change_mm": self.joints_change_mm,
             "speedup_network": self.speedup_network,
             "speedup_total": self.speedup_total,
             "stages": {k: asdict(v) for k, v in self.stages.items()},
@@ -178,6 +191,9 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        # TF32 makes CUDA "fp32" matrix products / convolutions lower precision.
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
     }
     with contextlib.suppress(OSError, AttributeError):
         info["load_average"] = [round(v, 2) for v in os.getloadavg()]
@@ -328,22 +344,40 @@ def decode_frame(jpeg: bytes) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def torch_reference(regressor: HandMeshRegressor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``crops -> vertices`` of the eager fp32 regressor, computed once per batch size.
+#: Outputs whose change against the fp32 reference is reported (result field of each, in mm).
+CHANGE_OUTPUTS: dict[str, str] = {"vertices": "output_change_mm", "joints": "joints_change_mm"}
+
+
+def torch_reference(
+    regressor: HandMeshRegressor,
+) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """``crops -> {vertices, joints}`` of the eager fp32 regressor, once per batch size.
 
     The benchmark's frames depend only on the batch size, so results are reused across
     variants of a model.
     """
-    cache: dict[int, torch.Tensor] = {}
+    cache: dict[int, dict[str, torch.Tensor]] = {}
 
-    def vertices(crops: torch.Tensor) -> torch.Tensor:
+    def outputs(crops: torch.Tensor) -> dict[str, torch.Tensor]:
         if crops.shape[0] not in cache:
             device = next(regressor.parameters()).device
             with torch.inference_mode():
-                cache[crops.shape[0]] = regressor(crops.to(device))["vertices"].float()
+                out = regressor(crops.to(device))
+            cache[crops.shape[0]] = {k: out[k].float() for k in CHANGE_OUTPUTS}
         return cache[crops.shape[0]]
 
-    return vertices
+    return outputs
+
+
+def output_changes_mm(
+    outputs: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]
+) -> dict[str, float]:
+    """Largest absolute difference (mm) of each of :data:`CHANGE_OUTPUTS`, by result field."""
+    changes = {}
+    for key, result_field in CHANGE_OUTPUTS.items():
+        got = outputs[key].float()
+        changes[result_field] = float((got - reference[key].to(got.device)).abs().max()) * 1e3
+    return changes
 
 
 @dataclass
@@ -379,20 +413,22 @@ def _build_engines(
     engine_options: dict[str, dict[str, Any]],
     bar: Any,
 ) -> tuple[dict[tuple, EngineRegressor | str], dict[tuple, float]]:
-    """One engine per (model, engine, precision, input scale); batches share it.
+    """One engine per :attr:`Variant.engine_key`; batches share it.
 
     Returns engines (or the reason they could not be built) and their setup times.
     """
     engines: dict[tuple, EngineRegressor | str] = {}
     setup: dict[tuple, float] = {}
     for v in variants:
-        key = (v.model, v.engine, v.precision, v.input_scale)
+        key = v.engine_key
         if key in engines:
             continue
         bar.set_postfix_str(f"building {v.model}/{v.engine}/{v.precision}")
         options = dict(engine_options.get(v.engine, {}))
         if v.input_scale != 1.0:
             options["input_scale"] = v.input_scale
+        if v.cuda_graphs is not None:
+            options["cuda_graphs"] = v.cuda_graphs
         start = time.perf_counter()
         try:
             engines[key] = create_engine(regressors[v.model], v.engine, v.precision, device,
@@ -417,6 +453,7 @@ def run_benchmark(
     baseline: str | None = None,
     progress: bool = True,
     optional: OptionalStages = OptionalStages(),
+    cuda_graphs: Sequence[bool | None] = (None,),
 ) -> BenchReport:
     """Measure every combination; ratios relative to ``baseline`` (a label; default: first).
 
@@ -427,7 +464,9 @@ def run_benchmark(
 
     ``engine_options`` maps an engine name to extra options for :func:`create_engine` (e.g.
     ``{"onnxruntime": {"cache_dir": "..."}}``). ``optional`` adds the detection and
-    serialisation stages.
+    serialisation stages. ``cuda_graphs`` lists the CUDA-graph settings to compare (``None``:
+    the engine's default; ``True`` / ``False`` are torch-engine options, other engines skip
+    them with the reason).
     """
     from fasthmr_ros.pipeline.hand_pipeline import HandMeshPipeline
 
@@ -439,13 +478,13 @@ def run_benchmark(
     settings = {
         "models": list(models), "engines": list(engines), "precisions": list(precisions),
         "batches": list(batches), "input_scales": list(input_scales), "device": device,
-        "warmup": warmup, "iterations": iterations,
+        "warmup": warmup, "iterations": iterations, "cuda_graphs": list(cuda_graphs),
     }
     specs = {model_label(spec): spec for spec in models}
     variants = [
-        Variant(m, e, p, b, s)
+        Variant(m, e, p, b, s, g)
         for m in specs for e in engines for p in precisions for s in input_scales
-        for b in batches
+        for g in cuda_graphs for b in batches
     ]
     if baseline is not None and baseline not in {v.label for v in variants}:
         raise ValueError(f"baseline '{baseline}' is not one of the variants: "
@@ -463,7 +502,7 @@ def run_benchmark(
     for v in variants:
         result = VariantResult(v)
         results.append(result)
-        key = (v.model, v.engine, v.precision, v.input_scale)
+        key = v.engine_key
         engine = built[key]
         if isinstance(engine, str):
             result.skipped = engine
@@ -485,9 +524,8 @@ def run_benchmark(
                               for n in STAGES if item.timer.samples[n]}
         crops, _ = item.pipeline.make_batch(decode_frame(item.jpeg), item.boxes)
         expected = references[item.result.variant.model](torch.from_numpy(crops))
-        vertices = item.outputs["vertices"].float()
-        change = (vertices - expected.to(vertices.device)).abs().max()
-        item.result.output_change_mm = float(change) * 1e3
+        for result_field, change in output_changes_mm(item.outputs, expected).items():
+            setattr(item.result, result_field, change)
     del running, built, regressors, references
     gc.collect()
 
@@ -515,7 +553,7 @@ def markdown_table(report: BenchReport) -> str:
     header = (
         "| variant | engine | " + " | ".join(f"{s} ms" for s in STAGES if s != "network")
         + " | network ms (p50 / p90 / p99) | network / crop ms | total / crop ms | "
-        "speed-up network | speed-up total | output change mm |"
+        "speed-up network | speed-up total | change vs fp32 mm (vertices / joints) |"
     )
     columns = header.count("|") - 1
     lines = [header, "|" + "---|" * columns]
@@ -527,11 +565,14 @@ def markdown_table(report: BenchReport) -> str:
             f"| {r.variant.label} | {r.engine_name} | {other} | {_fmt(net.median_ms)} / "
             f"{_fmt(net.p90_ms)} / {_fmt(net.p99_ms)} | {_fmt(r.network_per_crop_ms)} | "
             f"{_fmt(r.total_per_crop_ms)} | {_fmt(r.speedup_network)}x | "
-            f"{_fmt(r.speedup_total)}x | {_fmt(r.output_change_mm, 4)} |"
+            f"{_fmt(r.speedup_total)}x | {_fmt(r.output_change_mm, 4)} / "
+            f"{_fmt(r.joints_change_mm, 4)} |"
         )
     text = "\n".join(lines)
     text += (f"\n\nSpeed-ups: per-crop median latency of `{report.baseline}` divided by the "
-             "variant's, same run.")
+             "variant's, same run. Change vs fp32: largest vertex / joint difference to the "
+             "same model's eager torch fp32 run on the same crops (numerical change, not "
+             "accuracy).")
     env = report.environment
     text += (f"\nMeasured on {env.get('processor')} ({env.get('cpu_count')} CPUs, torch "
              f"{env.get('torch')}, {env.get('torch_threads')} threads"
