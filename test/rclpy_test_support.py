@@ -26,7 +26,11 @@ SETUP_HINT = "build the ROS 2 environment with scripts/setup-ros.sh and run .ven
 
 
 def require_rclpy() -> None:
-    """Fail (in CI) or skip (elsewhere) unless rclpy and this package's messages import."""
+    """Fail (in CI) or skip (elsewhere) unless rclpy and this package's messages import.
+
+    Called by the ``rclpy_available`` fixture, so a run that deselects the ``rclpy`` marker
+    (``-m "not rclpy"``, the plain ``.venv``) never reaches it.
+    """
     try:
         import rclpy  # noqa: F401
         import rclpy.lifecycle  # noqa: F401
@@ -36,6 +40,12 @@ def require_rclpy() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("CI must run the rclpy tests, but " + text, pytrace=False)
         pytest.skip(text, allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def rclpy_available() -> None:
+    """Use in ``pytestmark``: see :func:`require_rclpy`."""
+    require_rclpy()
 
 
 def ros_environment(folder: Path) -> dict[str, str]:

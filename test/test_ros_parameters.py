@@ -182,17 +182,6 @@ def test_changes_for_node_keeps_own_parameters_as_plain_values():
     assert plain_value((1.0, 2.0)) == [1.0, 2.0]
 
 
-def test_rclpy_qos_profiles():
-    pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed on this machine")
-    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
-
-    from fasthmr_ros.ros.qos import LATCHED, SENSOR_DATA
-    from fasthmr_ros.ros.rclpy_transport import rclpy_qos
-
-    assert rclpy_qos(SENSOR_DATA).reliability == ReliabilityPolicy.BEST_EFFORT
-    assert rclpy_qos(LATCHED).durability == DurabilityPolicy.TRANSIENT_LOCAL
-
-
 def test_node_script_without_ros_explains_what_to_do():
     script = ROOT / "scripts" / "hand_mesh_node"
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,

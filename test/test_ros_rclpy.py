@@ -16,7 +16,7 @@ import pytest
 from rclpy_test_support import (
     ImageStream,
     RosClient,
-    require_rclpy,
+    rclpy_available,
     ros_environment,
     stamp_ns,
     start_node,
@@ -24,26 +24,37 @@ from rclpy_test_support import (
 )
 from ros_test_support import sample_rgb
 
-require_rclpy()
-pytestmark = pytest.mark.rclpy
+pytestmark = [pytest.mark.rclpy, pytest.mark.usefixtures(rclpy_available.__name__)]
 
-from fasthmr_ros.msg import HandMeshArray, MeshTopology  # noqa: E402
-from rclpy.qos import (  # noqa: E402
-    DurabilityPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-    qos_profile_sensor_data,
-)
-
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 NODE = "/hand_mesh_node"
+
+
+def latched_qos():
+    """The subscription profile of a late joiner wanting the latched topology."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def test_qos_profiles_translate_to_rclpy():
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, ReliabilityPolicy
+
+    from fasthmr_ros.ros.qos import LATCHED, SENSOR_DATA, TF
+    from fasthmr_ros.ros.rclpy_transport import rclpy_qos
+
+    sensor = rclpy_qos(SENSOR_DATA)
+    assert sensor.reliability == ReliabilityPolicy.BEST_EFFORT and sensor.depth == 5
+    assert sensor.history == HistoryPolicy.KEEP_LAST
+    assert rclpy_qos(LATCHED).durability == DurabilityPolicy.TRANSIENT_LOCAL
+    assert rclpy_qos(TF).depth == 100
 
 
 @pytest.fixture(scope="module")
 def ros(tmp_path_factory, test_assets):
     """One rclpy node process and one rclpy client for the tests of this module."""
     from diagnostic_msgs.msg import DiagnosticArray
+    from fasthmr_ros.msg import HandMeshArray
     from visualization_msgs.msg import MarkerArray
 
     folder = tmp_path_factory.mktemp("rclpy")
@@ -68,6 +79,8 @@ def ros(tmp_path_factory, test_assets):
 
 
 def test_node_is_a_real_ros_node_with_the_documented_qos(ros):
+    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+
     _, client, _, _ = ros
     assert ("hand_mesh_node", "/") in client.node.get_node_names_and_namespaces()
     (image_sub,) = client.node.get_subscriptions_info_by_topic("/image")
@@ -99,9 +112,12 @@ def test_images_from_rclpy_give_hand_meshes_and_markers(ros):
 
 
 def test_late_subscriber_gets_the_latched_topology(ros):
+    from fasthmr_ros.msg import MeshTopology
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+
     _, client, _, _ = ros
     topic = "/hands/topology"
-    client.subscribe(topic, MeshTopology, LATCHED)  # long after the node published it
+    client.subscribe(topic, MeshTopology, latched_qos())  # long after the node published it
     assert client.wait_for(lambda: len(client.received[topic]) == 1, 20)
     topology = client.received[topic][0]
     assert topology.model == "mano" and len(topology.faces) == 1538 * 3
@@ -173,6 +189,8 @@ def test_bad_message_mid_stream_is_counted_and_the_node_keeps_serving(ros):
 
 
 def test_sensor_data_profile_is_what_the_image_stream_uses(ros):
+    from rclpy.qos import qos_profile_sensor_data
+
     _, client, _, _ = ros
     (publisher,) = client.node.get_publishers_info_by_topic("/image")
     assert publisher.qos_profile.reliability == qos_profile_sensor_data.reliability

@@ -7,17 +7,14 @@ import pytest
 from rclpy_test_support import (
     ImageStream,
     RosClient,
-    require_rclpy,
+    rclpy_available,
     ros_environment,
     start_node,
     stop_node,
 )
 from ros_test_support import sample_rgb
 
-require_rclpy()
-pytestmark = pytest.mark.rclpy
-
-from fasthmr_ros.msg import HandMeshArray, MeshTopology  # noqa: E402
+pytestmark = [pytest.mark.rclpy, pytest.mark.usefixtures(rclpy_available.__name__)]
 
 NODE = "/hand_mesh_node"
 
@@ -38,6 +35,7 @@ def _state(client: RosClient, get) -> str:
 
 
 def test_lifecycle_transitions_load_subscribe_unsubscribe_release(tmp_path, test_assets):
+    from fasthmr_ros.msg import HandMeshArray, MeshTopology
     from lifecycle_msgs.srv import ChangeState, GetAvailableTransitions, GetState
     from rclpy.qos import DurabilityPolicy, QoSProfile
 
