@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ros_test_support import random_domain_id, write_loopback_config
+from ros_test_support import Collector, random_domain_id, write_loopback_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUP_HINT = "build the ROS 2 environment with scripts/setup-ros.sh and run .venv-ros/bin/pytest"
@@ -77,8 +77,9 @@ class RosClient:
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self.received: dict[str, list[Any]] = {}
-        self._cond = threading.Condition()
+        self.collector = Collector()
+        #: Messages received per topic (rclpy message objects).
+        self.received: dict[str, list[Any]] = self.collector.messages
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
@@ -93,25 +94,12 @@ class RosClient:
 
     def subscribe(self, topic: str, msg_type: Any, qos: Any) -> Any:
         """Collect every message of ``topic`` in ``received[topic]``."""
-        self.received.setdefault(topic, [])
-
-        def store(msg: Any) -> None:
-            with self._cond:
-                self.received[topic].append(msg)
-                self._cond.notify_all()
-
-        return self.node.create_subscription(msg_type, topic, store, qos)
+        return self.node.create_subscription(msg_type, topic, self.collector.callback(topic),
+                                             qos)
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait until ``predicate()`` holds (checked on every message) or time is up."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(min(remaining, 0.2))
-        return True
+        return self.collector.wait_for(predicate, timeout)
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Poll ``predicate()`` (graph queries) until it holds or time is up."""
