@@ -5,7 +5,14 @@ The stable entry point for users' code is :func:`load_hand_regressor`.
 
 from __future__ import annotations
 
+import pkgutil
 from typing import TYPE_CHECKING, Any
+
+# A source checkout on sys.path (tests, ``python -m fasthmr_ros`` in the repository) hides the
+# installed copy, which holds the modules rosidl generates (fasthmr_ros.msg and its type
+# support libraries, installed by colcon or scripts/setup-ros.sh): every fasthmr_ros folder on
+# sys.path contributes submodules, the first one's own modules win.
+__path__ = pkgutil.extend_path(__path__, __name__)
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "load_hand_regressor"]

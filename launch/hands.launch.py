@@ -40,6 +40,7 @@ ARGUMENTS = (
     ("params_file", None, "node parameter YAML (default: the package's config/hands.yaml)"),
     ("use_rviz", "true", "start RViz with config/hands.rviz"),
     ("use_sim_time", "false", "use /clock (for bag playback)"),
+    ("lifecycle", "false", "managed node: starts unconfigured, driven by `ros2 lifecycle set`"),
 )
 
 
@@ -61,7 +62,8 @@ def _hand_mesh_node(context, *args, **kwargs) -> list:
                 arg("params_file"),
                 # One dict, never empty: given model arguments override the file.
                 {**overrides,
-                 "use_sim_time": ParameterValue(arg("use_sim_time"), value_type=bool)},
+                 "use_sim_time": ParameterValue(arg("use_sim_time"), value_type=bool),
+                 "lifecycle": ParameterValue(arg("lifecycle"), value_type=bool)},
             ],
             remappings=[("image", arg("image_topic")),
                         ("camera_info", arg("camera_info_topic"))],

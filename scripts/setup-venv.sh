@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Create a virtual environment with fasthmr_ros and its dependencies.
-# Usage: scripts/setup-venv.sh [VENV_DIR] [EXTRAS]   (defaults: .venv all)
+# Usage: scripts/setup-venv.sh [VENV_DIR] [EXTRAS] [MODE]   (defaults: .venv all editable)
+# MODE "editable" installs the checkout with pip -e; "copy" installs a copy of it (what
+# scripts/setup-ros.sh wants: CMake then installs the generated messages into that copy).
 set -euo pipefail
 venv="${1:-.venv}"
 extras="${2:-all}"
+mode="${3:-editable}"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
 python3 -m venv "$venv"
@@ -16,6 +19,10 @@ python -m pip install -q --upgrade pip
 if ! python -c "import torch, torchvision" >/dev/null 2>&1; then
   python -m pip install -q --isolated "torch==2.13.0" "torchvision==0.28.0"
 fi
-python -m pip install -q -e "$here[$extras]"
+case "$mode" in
+  editable) python -m pip install -q -e "$here[$extras]" ;;
+  copy) python -m pip install -q "$here[$extras]" ;;
+  *) echo "setup-venv.sh: MODE must be editable or copy, not '$mode'" >&2; exit 2 ;;
+esac
 python -c "import torch, torchvision, fasthmr_ros; print('fasthmr_ros', fasthmr_ros.__version__, \
 'with torch', torch.__version__)"

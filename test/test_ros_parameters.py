@@ -30,6 +30,7 @@ from fasthmr_ros.ros.rclpy_transport import (
     changes_for_node,
     parameter_descriptor_fields,
     plain_value,
+    wants_lifecycle,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,15 +183,20 @@ def test_changes_for_node_keeps_own_parameters_as_plain_values():
     assert plain_value((1.0, 2.0)) == [1.0, 2.0]
 
 
-def test_rclpy_qos_profiles():
-    pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed on this machine")
-    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
-
-    from fasthmr_ros.ros.qos import LATCHED, SENSOR_DATA
-    from fasthmr_ros.ros.rclpy_transport import rclpy_qos
-
-    assert rclpy_qos(SENSOR_DATA).reliability == ReliabilityPolicy.BEST_EFFORT
-    assert rclpy_qos(LATCHED).durability == DurabilityPolicy.TRANSIENT_LOCAL
+def test_lifecycle_is_read_from_the_command_line_and_parameter_files(tmp_path):
+    assert not wants_lifecycle(["--ros-args", "-p", "max_hands:=2"])
+    assert wants_lifecycle(["--ros-args", "-p", "lifecycle:=true"])
+    assert not wants_lifecycle(["--ros-args", "-p", "lifecycle:=true", "-p", "lifecycle:=false"])
+    assert wants_lifecycle(["--ros-args", "-r", "__node:=left", "-p", "left:lifecycle:=True"])
+    assert not wants_lifecycle(["--ros-args", "-p", "other:lifecycle:=true"])
+    params = tmp_path / "params.yaml"
+    params.write_text("/cam/left:\n  ros__parameters:\n    lifecycle: true\n")
+    args = ["--ros-args", "-r", "__ns:=/cam", "-r", "__node:=left", "--params-file", str(params)]
+    assert wants_lifecycle(args)
+    assert not wants_lifecycle(["--ros-args", "--params-file", str(params)])  # other node
+    shipped = ["--ros-args", "--params-file", str(ROOT / "config" / "hands.yaml")]
+    assert not wants_lifecycle(shipped)
+    assert wants_lifecycle(shipped + ["-p", "lifecycle:=true"])
 
 
 def test_node_script_without_ros_explains_what_to_do():
@@ -261,3 +267,10 @@ def test_bad_remap_rules():
         NameResolver.from_rules("n", "/", ["image:=/bad//name"])
     with pytest.raises(InvalidNameError, match="node name"):
         NameResolver("bad-name")
+
+
+def test_dds_transport_refuses_lifecycle_with_the_fix():
+    from fasthmr_ros.ros.dds_node import run_hand_node
+
+    with pytest.raises(ParameterError, match="--transport rclpy"):
+        run_hand_node(overrides=["lifecycle:=true"], install_signal_handlers=False)

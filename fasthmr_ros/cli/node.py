@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     hands.add_argument("--transport", choices=("dds", "rclpy"), default="dds",
-                       help="dds: Cyclone DDS, no ROS needed (default); rclpy: a ROS 2 install")
+                       help="dds: Cyclone DDS, no ROS needed (default); rclpy: a ROS 2 install or "
+                       "scripts/setup-ros.sh's .venv-ros")
     hands.add_argument("--params", action="append", default=[], metavar="FILE",
                        help="ROS 2 parameter YAML (like config/hands.yaml); repeatable")
     hands.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",

@@ -21,11 +21,19 @@ from typing import Any
 
 from fasthmr_ros.ros import messages
 from fasthmr_ros.ros.names import NameResolver, dds_topic_name
-from fasthmr_ros.ros.qos import BEST_EFFORT, TRANSIENT_LOCAL, QosProfile
+from fasthmr_ros.ros.qos import BEST_EFFORT, LATCHED, TRANSIENT_LOCAL, QosProfile
 from fasthmr_ros.ros.transport import RawCallback
 
 _wire_types: dict[str, type] = {}
 _wire_lock = threading.Lock()
+
+#: The DDS topic on which ROS 2 participants say which nodes they hold (no ``rt/`` prefix).
+DISCOVERY_TOPIC = "ros_discovery_info"
+DISCOVERY_INFO = "rmw_dds_common/msg/ParticipantEntitiesInfo"
+#: Its Jazzy type hash, as rmw_dds_common 3.1 records it (share/rmw_dds_common/msg/
+#: ParticipantEntitiesInfo.json). rosbags' hash of its copy of the definition differs (it hashes
+#: ``string<=256`` as unbounded), so the announced value is taken from the real package.
+DISCOVERY_INFO_HASH = "RIHS01_91a0593bacdcc50ea9bdcf849a938b128412cc1ea821245c663bcd26f83c295e"
 
 #: Largest valid ROS domain id (``ROS_DOMAIN_ID``); higher ids collide with UDP port ranges.
 MAX_DOMAIN_ID = 232
@@ -278,10 +286,50 @@ class DdsTransport:
         self._waitset.attach(self._wakeup)
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
+        self._discovery = self._discovery_writer()
+        self.announce()
 
     def resolve(self, topic: str) -> str:
         """Return the fully qualified, remapped ROS name of ``topic``."""
         return self.resolver.resolve(topic)
+
+    def _discovery_writer(self) -> Any:
+        from cyclonedds.pub import DataWriter
+        from cyclonedds.topic import Topic
+
+        cls = wire_type(DISCOVERY_INFO, self.store)
+        topic = Topic(self.participant, DISCOVERY_TOPIC, cls)
+        self._topics[DISCOVERY_TOPIC] = topic
+        return DataWriter(self.participant, topic, qos=dds_qos(LATCHED, DISCOVERY_INFO_HASH))
+
+    def discovery_info(self, with_node: bool = True) -> Any:
+        """Return this participant's ``ParticipantEntitiesInfo`` (what ``rmw`` announces).
+
+        It names the node and the GUIDs of its readers and writers, so ROS tools
+        (``ros2 node list``, ``get_node_names()``) see the node and which topics it uses.
+        """
+        import numpy as np
+
+        types = self.store.types
+        gid = types["rmw_dds_common/msg/Gid"]
+
+        def gid_of(entity: Any) -> Any:
+            return gid(data=np.frombuffer(entity.guid.bytes, dtype=np.uint8).copy())
+
+        nodes = []
+        if with_node:
+            nodes.append(types["rmw_dds_common/msg/NodeEntitiesInfo"](
+                node_namespace=self.namespace,
+                node_name=self.node_name,
+                reader_gid_seq=[gid_of(s.reader) for s in self._subscriptions],
+                writer_gid_seq=[gid_of(p._writer) for p in self._publishers],
+            ))
+        return types[DISCOVERY_INFO](gid=gid_of(self.participant), node_entities_info_seq=nodes)
+
+    def announce(self, with_node: bool = True) -> None:
+        """Publish :meth:`discovery_info` on ``ros_discovery_info`` (latched)."""
+        raw = messages.serialize(self.discovery_info(with_node), DISCOVERY_INFO, self.store)
+        self._discovery.write(wire_sample(wire_type(DISCOVERY_INFO, self.store), raw))
 
     def _topic(self, name: str, msgtype: str) -> tuple[Any, type]:
         from cyclonedds.topic import Topic
@@ -303,6 +351,7 @@ class DdsTransport:
                                 qos=dds_qos(qos, messages.type_hash(msgtype, self.store)))
             publisher = DdsPublisher(writer, cls, name, msgtype)
             self._publishers.append(publisher)
+            self.announce()
         self.logger.debug(f"publishing {msgtype} on {name}")
         return publisher
 
@@ -322,6 +371,7 @@ class DdsTransport:
             subscription = DdsSubscription(reader, condition, name, msgtype, callback)
             self._subscriptions.append(subscription)
             self._waitset.attach(condition)
+            self.announce()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._spin, name="dds-spin", daemon=True)
                 self._thread.start()
@@ -371,6 +421,10 @@ class DdsTransport:
             return
         self._closed.set()
         self._wakeup.set(True)
+        try:
+            self.announce(with_node=False)  # as rmw does when a node is destroyed
+        except Exception as exc:  # a closing participant must still free its entities
+            self.logger.debug(f"could not withdraw the node from {DISCOVERY_TOPIC}: {exc}")
         if self._thread is not None:
             self._thread.join(timeout=5.0)
         with self._lock:
@@ -379,6 +433,7 @@ class DdsTransport:
             self._subscriptions.clear()
             self._publishers.clear()
             self._topics.clear()
+        self._discovery = None
         self._waitset = None
         self._wakeup = None
         self.participant = None

@@ -17,6 +17,7 @@ from fasthmr_ros.ros.hand_setup import create_hand_node
 from fasthmr_ros.ros.names import NameResolver
 from fasthmr_ros.ros.parameters import (
     HAND_NODE_PARAMETERS,
+    ParameterError,
     ParameterSet,
     load_parameter_file,
     parse_override,
@@ -75,6 +76,9 @@ def run_hand_node(
     remaps = list(remaps)
     resolver = NameResolver.from_rules(node_name, namespace, remaps)
     params = resolve_parameters(resolver.fully_qualified_node_name, params_files, overrides)
+    if params["lifecycle"]:
+        raise ParameterError("parameter 'lifecycle' needs the rclpy transport (lifecycle "
+                             "services are rclpy's): run with --transport rclpy")
     stop = stop or threading.Event()
     with contextlib.ExitStack() as cleanup:
         if install_signal_handlers and threading.current_thread() is threading.main_thread():

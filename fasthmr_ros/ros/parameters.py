@@ -210,6 +210,9 @@ HAND_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
                   "skeletons drawn on hands/debug_image"),
     ParameterSpec("diagnostics_period", DOUBLE, 1.0, "seconds between /diagnostics messages",
                   read_only=True, value_range=(0.1, 60.0)),
+    ParameterSpec("lifecycle", BOOL, False, "rclpy only: run as a managed (lifecycle) node; "
+                  "configure loads the model, activate subscribes, deactivate unsubscribes",
+                  read_only=True),
 )
 
 

