@@ -59,7 +59,7 @@ def run_hands(args: argparse.Namespace) -> int:
     log = logging.getLogger("hand_mesh_node")
     try:
         params = resolve_parameters("/hand_mesh_node", args.params, args.param, log)
-        pipeline, model = build_pipeline(params)
+        pipeline, model = build_pipeline(params, log)
         detector = build_detector(params, log)
         with tqdm(unit="msg", desc="bag") as bar:
             def progress(done: int, total: int) -> None:

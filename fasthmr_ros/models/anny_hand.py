@@ -52,6 +52,8 @@ JOINT_BONES: tuple[str | None, ...] = (
 )
 #: Where the wrist joint sits between ``wrist.R``'s head (0) and its metacarpals' heads (1).
 WRIST_TOWARDS_METACARPALS = 0.5
+#: Finger names, thumb first (finger ``k`` is anny's ``finger<k+1>``).
+FINGERS: tuple[str, ...] = ("thumb", "index", "middle", "ring", "pinky")
 #: OpenPose indices of the fingertips (thumb first).
 FINGERTIP_JOINTS: tuple[int, ...] = (4, 8, 12, 16, 20)
 
@@ -196,11 +198,20 @@ class AnnyHandModel:
         """Triangles ``(F, 3)`` with right-hand winding."""
         return self.data.faces
 
-    def posed_bones(self, deltas: np.ndarray) -> np.ndarray:
-        """World poses ``W`` ``(B, 4, 4)`` of every bone for local-bone deltas ``(B, 4, 4)``."""
+    def posed_bones(
+        self, deltas: np.ndarray, bone_scales: np.ndarray | None = None
+    ) -> np.ndarray:
+        """World poses ``W`` ``(B, 4, 4)`` of every bone for local-bone deltas ``(B, 4, 4)``.
+
+        ``bone_scales`` (``(B,)``, default 1) scale each bone about its head: its geometry
+        and its children's offsets (a finger's length). The scale rides in the rotation part
+        of ``W``, so :meth:`skin` and :meth:`joints` need nothing else.
+        """
         world = np.empty_like(self.reference_local)
         for c, p in enumerate(self.parents):  # bones are stored parents first
             world[c] = deltas[c] if p < 0 else world[p] @ self.reference_local[c] @ deltas[c]
+            if bone_scales is not None and p >= 0 and bone_scales[c] != bone_scales[p]:
+                world[c][:3, :3] *= bone_scales[c] / bone_scales[p]
         return world
 
     def skin(self, world: np.ndarray) -> np.ndarray:
@@ -231,9 +242,11 @@ class AnnyHandModel:
         out[self._tip_joints] = vertices if tips_only else vertices[self.data.fingertip_vertices]
         return out
 
-    def forward(self, deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def forward(
+        self, deltas: np.ndarray, bone_scales: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Vertices ``(V, 3)`` and joints ``(21, 3)`` for local-bone deltas ``(B, 4, 4)``."""
-        world = self.posed_bones(np.asarray(deltas, dtype=np.float64))
+        world = self.posed_bones(np.asarray(deltas, dtype=np.float64), bone_scales)
         vertices = self.skin(world)
         return vertices, self.joints(world, vertices)
 
@@ -247,11 +260,15 @@ class AnnyHandModel:
 def anny_hand_parameter_names(bone_labels: tuple[str, ...]) -> tuple[str, ...]:
     """Layout of an Anny hand's ``model_params``.
 
-    ``scale`` (uniform, about the model origin), the hand's rotation in the camera frame as an
-    axis-angle ``orient_x/y/z`` (applied to the whole rigid rest hand), then each finger bone's
-    local rotation as axis-angle ``<bone>_x/y/z`` (anny local-bone deltas, right-hand model).
+    ``scale`` (uniform, about the model origin); each finger's length factor
+    ``length_<finger>`` (thumb first: the ``bone_scales`` of its three phalanges, relative to
+    ``scale``); each metacarpal's scale ``palm_<finger>`` (index to pinky); the hand's rotation
+    in the camera frame as an axis-angle ``orient_x/y/z`` (applied to the whole rigid rest
+    hand); then each finger bone's local rotation as axis-angle ``<bone>_x/y/z`` (anny
+    local-bone deltas, right-hand model).
     """
-    names = ["scale", "orient_x", "orient_y", "orient_z"]
+    names = ["scale", *(f"length_{f}" for f in FINGERS), *(f"palm_{f}" for f in FINGERS[1:]),
+             "orient_x", "orient_y", "orient_z"]
     for label in bone_labels[2:]:
         names += [f"{label}_x", f"{label}_y", f"{label}_z"]
     return tuple(names)

@@ -8,10 +8,15 @@ tree, with no optimiser:
    to a plausible range of adult and child hands.
 2. **Palm**: the rotation and translation that best align the model's wrist and four knuckles
    (MCP joints) with the landmarks' (Kabsch). This fixes the hand's orientation, twist
-   included, from the rigid palm. After a first pass of step 3 the whole posed hand is
+   included, from the rigid palm. After a first pass of step 4 the whole posed hand is
    re-aligned with all 21 landmarks (Kabsch again) and step 3 runs once more: palms whose
    proportions differ from Anny's then share the error with the fingers.
-3. **Bones**, parents first: each bone is swung so that its child joint (the next joint, or the
+3. **Proportions**: each finger's three phalanges are scaled together (about their heads)
+   by the ratio of its landmark chain length to the model's, and each metacarpal so that its
+   knuckle lies as far from the wrist as the landmark's, all clamped: knuckles and fingertips
+   then reach their landmarks (MediaPipe's thumbs were ~15% shorter and its palms shorter
+   than Anny's on rendered Anny hands).
+4. **Bones**, parents first: each bone is swung so that its child joint (the next joint, or the
    fingertip vertex for a last phalanx) points at its landmark. The swing is split into flexion
    (towards the palm) and abduction (sideways), each clamped to the joint's range, and applied
    as the minimal rotation: the twist about the bone stays zero.
@@ -34,6 +39,9 @@ from fasthmr_ros.models.constants import HAND_SKELETON, NUM_JOINTS
 PALM_JOINTS: tuple[int, ...] = (0, 5, 9, 13, 17)
 #: Rounds of "pose the bones, re-align the whole hand rigidly" before the final bone pass.
 ROOT_PASSES = 1
+#: Allowed range of each finger's length against the hand's scale (MediaPipe's thumbs were
+#: about 15% shorter than Anny's on rendered Anny hands; people's proportions differ too).
+FINGER_LENGTH_RANGE: tuple[float, float] = (0.8, 1.2)
 #: Allowed range of the uniform scale against Anny's default 18 cm hand.
 SCALE_RANGE: tuple[float, float] = (0.6, 1.5)
 #: Smallest landmark palm (wrist to middle MCP, metres) accepted as a hand.
@@ -67,8 +75,8 @@ JOINT_RANGES: dict[str, JointRange] = {
     "thumb2": JointRange(-30.0, 90.0, 30.0),
     "thumb3": JointRange(-30.0, 100.0, 15.0),
     "finger1": JointRange(-45.0, 100.0, 35.0),  # MCP
-    "finger2": JointRange(-10.0, 120.0, 10.0),  # PIP
-    "finger3": JointRange(-25.0, 100.0, 10.0),  # DIP
+    "finger2": JointRange(-20.0, 120.0, 15.0),  # PIP
+    "finger3": JointRange(-30.0, 100.0, 20.0),  # DIP
 }
 
 
@@ -94,6 +102,8 @@ class AnnyHandFit:
     """
 
     scale: float
+    finger_lengths: np.ndarray  # (5,) thumb first, relative to scale
+    palm_lengths: np.ndarray  # (4,) metacarpal scales, index first
     orientation: np.ndarray  # (3, 3)
     translation: np.ndarray  # (3,)
     rotations: np.ndarray  # (len(pose_bones), 3, 3)
@@ -187,13 +197,34 @@ class AnnyHandFitter:
             self.limits[i] = np.radians([r.flex_min, r.flex_max, r.abduction])
         self.reference_local = model.reference_local
         self.parents = model.parents
+        # Each finger's phalanges (thumb: finger1-1..3) and its landmark chain (4 joints).
+        self.finger_bones = [[labels.index(f"finger{k}-{s}.R") for s in (1, 2, 3)]
+                             for k in range(1, 6)]
+        self.finger_chains = np.array([[1, 2, 3, 4]] + [[4 * k + 1, 4 * k + 2, 4 * k + 3,
+                                                         4 * k + 4] for k in range(1, 5)])
+        self.reference_finger_lengths = self._chain_lengths(j)
+        # The metacarpals (index to pinky): their heads and the reference palm lengths.
+        self.metacarpal_bones = np.array([labels.index(f"metacarpal{k}.R") for k in range(1, 5)])
+        heads = model.reference_poses[self.metacarpal_bones, :3, 3]
+        knuckles = j[[5, 9, 13, 17]]
+        self.palm_lengths = np.linalg.norm(knuckles - j[0], axis=1)
+        # Scaling a metacarpal by k moves its knuckle by (k - 1) times this offset.
+        self.metacarpal_offsets = knuckles - heads
+
+    def _chain_lengths(self, joints: np.ndarray) -> np.ndarray:
+        chains = joints[self.finger_chains]  # (5, 4, 3)
+        return np.sqrt((np.diff(chains, axis=1) ** 2).sum(axis=2)).sum(axis=1)
 
     def _skeleton_length(self, joints: np.ndarray) -> float:
         parent, child = self._bone_ends
         return float(np.sqrt(((joints[child] - joints[parent]) ** 2).sum(axis=1)).sum())
 
     def _pose_bones(
-        self, orientation: np.ndarray, translation: np.ndarray, target: np.ndarray
+        self,
+        orientation: np.ndarray,
+        translation: np.ndarray,
+        target: np.ndarray,
+        bone_scales: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """Place the root, then swing every bone at its target: world poses, rotations, clamps."""
         model = self.model
@@ -228,7 +259,9 @@ class AnnyHandFitter:
                 ])
                 rotation = _rotation_between(basis[0], direction)
             rotations[i] = rotation
-            frame[:3, :3] = frame[:3, :3] @ rotation
+            # The parent's scale rode into frame: keep this bone's own (see posed_bones).
+            parent = self.parents[bone]
+            frame[:3, :3] = frame[:3, :3] @ rotation * (bone_scales[bone] / bone_scales[parent])
             world[bone] = frame
         return world, rotations, clamped
 
@@ -249,22 +282,40 @@ class AnnyHandFitter:
             scale = float(np.clip(self._skeleton_length(points) / self.reference_length,
                                   *SCALE_RANGE))
         target = target / scale  # fit in model units
+        lengths = np.clip(self._chain_lengths(target) / self.reference_finger_lengths,
+                          *FINGER_LENGTH_RANGE)
+        bone_scales = np.ones(self.model.num_bones)
+        # Palm: each metacarpal stretched so that its knuckle is as far from the wrist as the
+        # landmark's (to first order along the metacarpal), clamped.
+        ratio = np.linalg.norm(target[[5, 9, 13, 17]] - target[0], axis=1) / self.palm_lengths
+        along = np.linalg.norm(self.metacarpal_offsets, axis=1)
+        palm_scales = np.clip(1.0 + (ratio - 1.0) * self.palm_lengths / along,
+                              *FINGER_LENGTH_RANGE)
+        bone_scales[self.metacarpal_bones] = palm_scales
+        for bones, length in zip(self.finger_bones, lengths, strict=True):
+            bone_scales[bones] = length
         palm = list(PALM_JOINTS)
-        orientation, translation = kabsch(self.reference_joints[palm], target[palm])
+        reference = self.reference_joints.copy()
+        reference[[5, 9, 13, 17]] += (palm_scales - 1.0)[:, None] * self.metacarpal_offsets
+        orientation, translation = kabsch(reference[palm], target[palm])
         for _ in range(ROOT_PASSES):
-            world, rotations, clamped = self._pose_bones(orientation, translation, target)
+            world, rotations, clamped = self._pose_bones(orientation, translation, target,
+                                                            bone_scales)
             # Re-align the whole posed hand, fingers included, and pose the bones again.
             joints = self.model.joints(world, self.model.skin_vertices(
                 world, self.model.data.fingertip_vertices), tips_only=True)
             correction, shift = kabsch(joints, target)
             orientation, translation = correction @ orientation, correction @ translation + shift
-        world, rotations, clamped = self._pose_bones(orientation, translation, target)
+        world, rotations, clamped = self._pose_bones(orientation, translation, target,
+                                                            bone_scales)
         model = self.model
         vertices = model.skin(world) * scale
         joints = model.joints(world, vertices / scale) * scale
         offset = (points - points.mean(axis=0)) - (joints - joints.mean(axis=0))
         return AnnyHandFit(
             scale=scale,
+            finger_lengths=lengths,
+            palm_lengths=palm_scales,
             orientation=orientation,
             translation=translation * scale,
             rotations=rotations,

@@ -132,6 +132,8 @@ class LandmarkHandPipeline:
         # Right-hand parameters: for a left hand, those of its mirror image.
         params = np.concatenate([
             [fit.scale],
+            fit.finger_lengths,
+            fit.palm_lengths,
             Rotation.from_matrix(fit.orientation).as_rotvec(),
             Rotation.from_matrix(fit.rotations).as_rotvec().reshape(-1),
         ]).astype(np.float32)
