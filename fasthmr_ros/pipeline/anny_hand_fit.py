@@ -108,7 +108,7 @@ class AnnyHandFit:
     translation: np.ndarray  # (3,)
     rotations: np.ndarray  # (len(pose_bones), 3, 3)
     wrist_rotation: np.ndarray  # (3, 3) posed wrist bone orientation
-    vertices: np.ndarray  # (V, 3)
+    vertices: np.ndarray  # (V, 3); (0, 3) when fitted with mesh=False
     joints: np.ndarray  # (21, 3)
     residual_m: float
     clamped: int  # how many bones hit a joint limit
@@ -265,12 +265,20 @@ class AnnyHandFitter:
             world[bone] = frame
         return world, rotations, clamped
 
-    def fit(self, landmarks: np.ndarray, scale: float | None = None) -> AnnyHandFit:
+    def fit(
+        self,
+        landmarks: np.ndarray,
+        scale: float | None = None,
+        mesh: bool = True,
+        root_passes: int = ROOT_PASSES,
+    ) -> AnnyHandFit:
         """Fit the right-hand model to ``(21, 3)`` metric landmarks (mirror left hands first).
 
         Args:
             landmarks: the targets (metres).
             scale: keep this scale instead of estimating it from the landmarks' bone lengths.
+            mesh: skin the whole mesh (else only the joints: ``vertices`` is empty).
+            root_passes: rounds of whole-hand re-alignment before the last bone pass.
 
         Raises:
             LandmarkError: when the landmarks cannot be a hand.
@@ -298,7 +306,7 @@ class AnnyHandFitter:
         reference = self.reference_joints.copy()
         reference[[5, 9, 13, 17]] += (palm_scales - 1.0)[:, None] * self.metacarpal_offsets
         orientation, translation = kabsch(reference[palm], target[palm])
-        for _ in range(ROOT_PASSES):
+        for _ in range(root_passes):
             world, rotations, clamped = self._pose_bones(orientation, translation, target,
                                                             bone_scales)
             # Re-align the whole posed hand, fingers included, and pose the bones again.
@@ -309,8 +317,13 @@ class AnnyHandFitter:
         world, rotations, clamped = self._pose_bones(orientation, translation, target,
                                                             bone_scales)
         model = self.model
-        vertices = model.skin(world) * scale
-        joints = model.joints(world, vertices / scale) * scale
+        if mesh:
+            vertices = model.skin(world) * scale
+            joints = model.joints(world, vertices / scale) * scale
+        else:
+            vertices = np.zeros((0, 3))
+            tips = model.skin_vertices(world, model.data.fingertip_vertices)
+            joints = model.joints(world, tips, tips_only=True) * scale
         offset = (points - points.mean(axis=0)) - (joints - joints.mean(axis=0))
         return AnnyHandFit(
             scale=scale,

@@ -95,7 +95,9 @@ class LandmarkHandPipeline:
         world = np.asarray(box.world_landmarks, dtype=np.float64)
         right = box.side == RIGHT
         mirror = np.eye(3) if right else MIRROR_X
-        first = self.fitter.fit(world if right else world @ MIRROR_X)
+        # A quick first pass: only its joints' depths are used.
+        first = self.fitter.fit(world if right else world @ MIRROR_X, mesh=False,
+                                root_passes=0)
         try:
             t = solve_translation(first.joints @ mirror, pixels, camera)
             # Targets on the image landmarks' rays, at the depths of the placed landmarks.
