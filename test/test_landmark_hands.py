@@ -158,7 +158,7 @@ def test_pipeline_places_synthetic_hands_exactly(model):
     for hand, box in ((right, boxes[0]), (left, boxes[1])):
         assert hand.model == MODEL_ANNY_HAND and hand.global_orient is None
         assert hand.extras[FIT_RESIDUAL_PX] < 0.5 and hand.extras[FIT_RESIDUAL_M] < 1e-3
-        np.testing.assert_allclose(hand.joints, box.world_landmarks + t, atol=4e-3)
+        np.testing.assert_allclose(hand.joints, box.world_landmarks + t, atol=5e-3)  # 1% depth
         assert hand.vertices.shape == (1609, 3)
         assert len(hand.model_params) == len(model.info.parameter_names)
     # The left hand is the mirror image of the right one (x -> -x about the landmarks).
