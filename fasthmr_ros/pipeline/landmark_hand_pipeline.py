@@ -46,6 +46,9 @@ from fasthmr_ros.pipeline.results import (
 
 LOG = logging.getLogger(__name__)
 
+#: A stream repeats the same bad landmarks frame after frame: warn once per kind per interval.
+WARNING_INTERVAL_S = 5.0
+
 #: Said once when a command or node starts on this path.
 LANDMARK_FIT_NOTICE = (
     "no checkpoint given: hands are MediaPipe landmarks fitted with the Anny hand model "
@@ -72,6 +75,7 @@ class LandmarkHandPipeline:
         self.faces = self.info.faces
         self.timings = StageTimings()
         self.skipped: list[str] = []
+        self._warned_at: dict[str, float] = {}
 
     def faces_for_side(self, side: str) -> np.ndarray:
         """Faces with outward normals for a hand of ``side``."""
@@ -154,6 +158,13 @@ class LandmarkHandPipeline:
                     FIT_RESIDUAL_PX: np.float32(residual_px)},
         )
 
+    def _warn(self, message: str, kind: str) -> None:
+        """Log ``message``, at most once per :data:`WARNING_INTERVAL_S` for each ``kind``."""
+        now = time.monotonic()
+        if now - self._warned_at.get(kind, -float("inf")) >= WARNING_INTERVAL_S:
+            self._warned_at[kind] = now
+            LOG.warning(message)
+
     def process(
         self,
         image_rgb: np.ndarray,
@@ -162,7 +173,8 @@ class LandmarkHandPipeline:
     ) -> list[HandResult]:
         """Fit every box's landmarks; boxes that cannot be fitted are skipped with a warning.
 
-        ``self.skipped`` lists, for the last call, why each skipped box was skipped.
+        ``self.skipped`` lists, for the last call, why each skipped box was skipped (the log
+        repeats a kind of problem at most every :data:`WARNING_INTERVAL_S` seconds).
         """
         check_image(image_rgb)
         height, width = image_rgb.shape[:2]
@@ -176,6 +188,6 @@ class LandmarkHandPipeline:
                 results.append(self.fit_box(box, camera))
             except LandmarkError as exc:
                 self.skipped.append(f"hand {index} ({box.side}): {exc}")
-                LOG.warning("skipped hand %d (%s): %s", index, box.side, exc)
+                self._warn(f"skipped hand {index} ({box.side}): {exc}", str(exc)[:40])
         self.timings.fit_ms = 1e3 * (time.perf_counter() - start)
         return results
