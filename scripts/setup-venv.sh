@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Create a virtual environment with fasthmr_ros and its dependencies.
-# Usage: scripts/setup-venv.sh [VENV_DIR] [EXTRAS] [MODE]   (defaults: .venv all editable)
+# Usage: scripts/setup-venv.sh [VENV_DIR] [EXTRAS] [MODE]   (defaults: .venv test editable)
+# The default "test" extra is everything ("all") plus pytest and ruff, so the README's second
+# command (the tests) runs in the environment its first command made.
 # MODE "editable" installs the checkout with pip -e; "copy" installs a copy of it (what
 # scripts/setup-ros.sh wants: CMake then installs the generated messages into that copy).
 set -euo pipefail
 venv="${1:-.venv}"
-extras="${2:-all}"
+extras="${2:-test}"
 mode="${3:-editable}"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
