@@ -42,6 +42,7 @@ from fasthmr_ros.engines.base import NETWORK_INPUT, NETWORK_OUTPUT_SHAPES, Engin
 from fasthmr_ros.engines.network import NetworkModule
 from fasthmr_ros.models.constants import CROP_SIZE
 from fasthmr_ros.models.regressor import NETWORK_OUTPUTS, HandMeshRegressor
+from fasthmr_ros.models.weights_digest import update_with_tensors
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,7 @@ def fingerprint(regressor: HandMeshRegressor, input_scale: float = 1.0) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(regressor.config, sort_keys=True, default=str).encode())
     digest.update(f"input_scale={float(input_scale)!r}".encode())
-    for name, tensor in sorted(NetworkModule(regressor, input_scale).state_dict().items()):
-        digest.update(name.encode())
-        data = tensor.detach().to("cpu").contiguous()
-        digest.update(str(data.dtype).encode() + str(tuple(data.shape)).encode())
-        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    update_with_tensors(digest, NetworkModule(regressor, input_scale).state_dict())
     return digest.hexdigest()
 
 
