@@ -79,9 +79,7 @@ def check_ranges(ranges: Sequence[Range], depth: int, field: str = "layers.merge
 
 def merged_block_list(blocks: Sequence[nn.Module], ranges: Sequence[Range],
                       rule: str) -> nn.ModuleList:
-    """The block list with every range folded; blocks outside the ranges are shared, not
-    copied.
-    """
+    """The block list with every range folded (blocks outside the ranges are shared)."""
     check_ranges(ranges, len(blocks))
     starts = {low: high for low, high in ranges}
     out, index = [], 0

@@ -197,8 +197,9 @@ def plan_from_dict(data: Mapping[str, Any], source: str = "merge plan") -> Merge
 
 
 def load_merge_plan(plan: MergePlan | Mapping[str, Any] | str | Path | None) -> MergePlan | None:
-    """A :class:`MergePlan` from a plan, its dict or a JSON file; ``None``/``"none"``/``""``
-    give ``None`` (no plan).
+    """A :class:`MergePlan` from a plan, its dict or a JSON file.
+
+    ``None``, ``"none"`` and ``""`` give ``None`` (no plan).
     """
     if plan is None or isinstance(plan, MergePlan):
         return plan
@@ -227,8 +228,9 @@ def save_merge_plan(plan: MergePlan, path: str | Path) -> Path:
 
 
 def find_vit(model: nn.Module) -> VisionTransformer:
-    """The ViT of ``model``: the model itself or its ``backbone``; :class:`MergePlanError` if
-    it has none (students have CNN backbones).
+    """The ViT of ``model``: the model itself or its ``backbone``.
+
+    Raises :class:`MergePlanError` if it has none (students have CNN backbones).
     """
     if isinstance(model, VisionTransformer):
         return model

@@ -98,9 +98,7 @@ def merge_schedule(tokens: int, keep: int, per_layer: int, layers: int) -> list[
 
 
 def proportional_bias(size: torch.Tensor | None) -> torch.Tensor | None:
-    """Additive attention bias ``log(size)`` on the key axis, shaped (B, 1, 1, N); ``None`` if
-    ``size`` is ``None``.
-    """
+    """Additive attention bias ``log(size)`` on the key axis (B, 1, 1, N), or ``None``."""
     if size is None:
         return None
     return size.log()[:, None, None, :]

@@ -127,8 +127,10 @@ class Block(nn.Module):
     def forward_merging(
         self, x: torch.Tensor, merges: int, state: TokenState
     ) -> tuple[torch.Tensor, TokenState]:
-        """Run the block with proportional attention and ``merges`` token merges between
-        attention and MLP (ToMe's placement); returns the fewer tokens and their state.
+        """Run the block with ``merges`` token merges between attention and MLP.
+
+        This is ToMe's placement; attention is proportional (``log(size)`` bias). Returns the
+        fewer tokens and their state.
         """
         attended, keys = self.attn.attend(self.norm1(x), proportional_bias(state.size))
         x, state = bipartite_merge(x + attended, keys, merges, state)
