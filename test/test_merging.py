@@ -219,3 +219,41 @@ def test_sliding_window_search_commits_final_window() -> None:
     assert sliding_window_search(6, lambda runs: 0.0, 0.1) == [(0, 5)]
     # Nothing passes: nothing is merged.
     assert sliding_window_search(6, lambda runs: 9.0, 0.1) == []
+
+
+def test_merged_models_export_to_onnx_with_parity(regressor, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from fasthmr_ros.engines.base import create_engine
+    from fasthmr_ros.engines.onnx_export import fingerprint, read_metadata
+
+    unmerged = fingerprint(regressor)
+    apply_merge_plan(regressor, _plan(layers={"merge": [[3, 5]]},
+                                      tokens={"keep": 90, "per_layer": 40, "layers": 3}))
+    foreground = torch.zeros(3, 192)
+    foreground[:, 50:90] = 1
+    crops = _crops(3)
+    with torch.no_grad():
+        expected = regressor(crops, foreground)
+    engine = create_engine(regressor, "onnxruntime", cache_dir=tmp_path)
+    for flags in (foreground, None):  # None: no foreground, plain ToMe in both
+        with torch.no_grad():
+            reference = expected if flags is not None else regressor(crops)
+        got = engine(crops, flags)
+        for key, value in reference.items():
+            assert torch.allclose(got[key], value, atol=1e-5), key
+    graph = engine.runner.onnx_path
+    assert json.loads(read_metadata(graph)["fasthmr_merge_plan"])["tokens"]["keep"] == 90
+    assert fingerprint(regressor) != unmerged
+
+
+def test_token_plans_change_the_engine_cache_key(mano) -> None:
+    from fasthmr_ros.engines.onnx_export import fingerprint
+
+    prints = set()
+    for keep in (None, 150, 90):
+        model = random_hand_regressor(DEEP_CONFIG, mano, seed=3)
+        if keep is not None:  # same weights: only the token schedule differs
+            apply_merge_plan(model, _plan(tokens={"keep": keep, "per_layer": 60,
+                                                  "layers": 2, "mask": "none"}))
+        prints.add(fingerprint(model))
+    assert len(prints) == 3

@@ -308,7 +308,9 @@ def _parse_onnx(trt: types.ModuleType, network: Any, onnx_path: Path, logger: An
     if names != [NETWORK_INPUT]:
         raise EngineBuildError(
             f"{onnx_path} has inputs {names}; expected the single input '{NETWORK_INPUT}' "
-            "written by 'fasthmr export onnx'."
+            "written by 'fasthmr export onnx'. (A 'foreground' input comes from a merge plan "
+            "with tokens.mask 'foreground', which this TensorRT engine does not take yet: use "
+            "tokens.mask 'none', or engine onnxruntime/torch.)"
         )
     return parser
 

@@ -230,13 +230,13 @@ class VisionTransformer(nn.Module):
         feats = self.patch_embed(x)
         b, _, rows, cols = feats.shape
         tokens = feats.flatten(2).transpose(1, 2) + self.position_embedding(rows, cols)
-        n = tokens.shape[1]
+        n = int(tokens.shape[1])  # a constant under tracing: merged graphs have static counts
         settings = self.token_merging
         schedule = settings.schedule(n) if settings is not None else []
         state = TokenState()
         if settings is not None and settings.use_mask and foreground is not None:
-            if tuple(foreground.shape) != (b, n):
-                raise ValueError(f"foreground must have shape (batch, tokens) = {(b, n)}, "
+            if foreground.ndim != 2 or int(foreground.shape[1]) != n:
+                raise ValueError(f"foreground must have shape (batch, {n}) (one flag per token), "
                                  f"got {tuple(foreground.shape)}")
             state.foreground = foreground.to(device=tokens.device) > 0
         if track_source:
