@@ -99,16 +99,20 @@ def image_mask_to_crop(mask: np.ndarray, transform: CropTransform) -> np.ndarray
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+def _no_tokens() -> np.ndarray:
+    return np.zeros((0, TOKEN_GRID[0] * TOKEN_GRID[1]), np.float32)
+
+
 def hand_foreground_tokens(boxes: Sequence[HandBox],
                            transforms: Sequence[CropTransform]) -> np.ndarray:
     """``(N, 192)`` float32 foreground flags of every hand crop (1 foreground, 0 background)."""
     rows = [crop_mask_to_tokens(hand_crop_mask(box, t)) for box, t in zip(boxes, transforms,
                                                                           strict=True)]
-    return np.stack(rows).astype(np.float32) if rows else np.zeros((0, TOKEN_GRID[0] * TOKEN_GRID[1]), np.float32)
+    return np.stack(rows).astype(np.float32) if rows else _no_tokens()
 
 
 def mask_foreground_tokens(mask: np.ndarray,
                            transforms: Sequence[CropTransform]) -> np.ndarray:
     """``(N, 192)`` float32 foreground flags of every crop of a frame-sized person mask."""
     rows = [crop_mask_to_tokens(image_mask_to_crop(mask, t)) for t in transforms]
-    return np.stack(rows).astype(np.float32) if rows else np.zeros((0, TOKEN_GRID[0] * TOKEN_GRID[1]), np.float32)
+    return np.stack(rows).astype(np.float32) if rows else _no_tokens()
