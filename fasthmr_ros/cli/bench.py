@@ -66,6 +66,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated backbone resolutions relative to 256x192, e.g. 1,0.75 (training-"
         "free speed-up; the table's output change column shows its effect; default 1)",
     )
+    parser.add_argument(
+        "--merge-plans",
+        type=_listed(str, "merge plans"),
+        default=["none"],
+        help="comma-separated FastHMR merge plan files for the ViT teachers, 'none' for the "
+        "model as trained, e.g. none,plan.json: every plan is measured in the same run, with "
+        "its output change (mm) against the unmerged model and its counted MACs (default none)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up frames (default 3)")
     parser.add_argument("--iterations", type=int, default=20,
@@ -153,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
             args.models, args.engines, args.precisions, args.batches, args.input_scales,
             device=args.device, warmup=args.warmup, iterations=args.iterations,
             mano_dir=args.mano_dir, engine_options=options, baseline=args.baseline,
-            optional=_optional_stages(args),
+            optional=_optional_stages(args), merge_plans=args.merge_plans,
         )
     except (EngineError, CheckpointError, ValueError) as exc:
         raise CommandError(str(exc)) from None

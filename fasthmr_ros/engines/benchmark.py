@@ -52,6 +52,13 @@ STAGES: tuple[str, ...] = ("decode", "detect", "crop", "network", "mano", "post"
 FRAME_SIZE: tuple[int, int] = (640, 480)
 #: Models built in memory by name (besides timm student names and checkpoint paths).
 BUILTIN_MODELS: tuple[str, ...] = ("teacher", "small")
+#: The ``--merge-plans`` entry for the model as trained.
+NO_PLAN = "none"
+
+
+def plan_label(plan: str) -> str:
+    """How a merge plan appears in labels: the file's stem (``"none"`` for no plan)."""
+    return NO_PLAN if plan == NO_PLAN else Path(plan).stem
 
 
 @dataclass(frozen=True)
@@ -63,12 +70,14 @@ class Variant:
     precision: str
     batch: int
     input_scale: float = 1.0
+    merge_plan: str = NO_PLAN
 
     @property
     def label(self) -> str:
         """Short human-readable name, e.g. ``teacher/onnxruntime/fp32/b1``."""
         scale = "" if self.input_scale == 1.0 else f"/s{self.input_scale:g}"
-        return f"{self.model}/{self.engine}/{self.precision}/b{self.batch}{scale}"
+        plan = "" if self.merge_plan == NO_PLAN else f"/plan-{plan_label(self.merge_plan)}"
+        return f"{self.model}/{self.engine}/{self.precision}/b{self.batch}{scale}{plan}"
 
 
 @dataclass
@@ -105,6 +114,7 @@ class VariantResult:
     stages: dict[str, StageStats] = field(default_factory=dict)
     setup_s: float = 0.0
     output_change_mm: float | None = None
+    macs_g: float | None = None
     skipped: str | None = None
     speedup_network: float | None = None
     speedup_total: float | None = None
@@ -133,6 +143,7 @@ class VariantResult:
             "setup_s": self.setup_s,
             "skipped": self.skipped,
             "output_change_mm": self.output_change_mm,
+            "macs_g": self.macs_g,
             "speedup_network": self.speedup_network,
             "speedup_total": self.speedup_total,
             "stages": {k: asdict(v) for k, v in self.stages.items()},
@@ -305,9 +316,11 @@ def _run_frame(engine: EngineRegressor, pipeline: Any, jpeg: bytes, boxes: list[
     with timer.stage("crop"):
         batch, transforms = pipeline.make_batch(rgb, boxes)
         crops = torch.from_numpy(batch).to(timer.device)
+        flags = pipeline.make_foreground(boxes, transforms)  # masked merge plans only
+        foreground = None if flags is None else torch.from_numpy(flags).to(timer.device)
     with torch.inference_mode():
         with timer.stage("network"):
-            params = engine.forward_network(crops)
+            params = engine.forward_network(crops, foreground)
         with timer.stage("mano"):
             outputs = engine.run_mano(params)
     with timer.stage("post"):
@@ -379,14 +392,14 @@ def _build_engines(
     engine_options: dict[str, dict[str, Any]],
     bar: Any,
 ) -> tuple[dict[tuple, EngineRegressor | str], dict[tuple, float]]:
-    """One engine per (model, engine, precision, input scale); batches share it.
+    """One engine per (model, plan, engine, precision, input scale); batches share it.
 
     Returns engines (or the reason they could not be built) and their setup times.
     """
     engines: dict[tuple, EngineRegressor | str] = {}
     setup: dict[tuple, float] = {}
     for v in variants:
-        key = (v.model, v.engine, v.precision, v.input_scale)
+        key = _engine_key(v)
         if key in engines:
             continue
         bar.set_postfix_str(f"building {v.model}/{v.engine}/{v.precision}")
@@ -395,12 +408,64 @@ def _build_engines(
             options["input_scale"] = v.input_scale
         start = time.perf_counter()
         try:
-            engines[key] = create_engine(regressors[v.model], v.engine, v.precision, device,
-                                         **options)
-        except EngineError as exc:
+            engines[key] = create_engine(regressors[(v.model, v.merge_plan)], v.engine,
+                                         v.precision, device, **options)
+        except (EngineError, ValueError) as exc:
             engines[key] = str(exc)
         setup[key] = time.perf_counter() - start
     return engines, setup
+
+
+def _engine_key(v: Variant) -> tuple:
+    return (v.model, v.merge_plan, v.engine, v.precision, v.input_scale)
+
+
+def count_network_macs(regressor: HandMeshRegressor, foreground: bool = False) -> float:
+    """Multiply-accumulates of one crop through the network (backbone + head), counted.
+
+    ``torch.utils.flop_counter.FlopCounterMode`` counts every matmul, linear, convolution and
+    attention product of a real forward pass (MACs = FLOPs / 2); nothing is estimated. With
+    ``foreground``, a centred foreground blob (a third of the tokens) is passed, as a masked
+    plan sees it; the count does not depend on it (token counts are static).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fasthmr_ros.engines.network import NetworkModule
+
+    network = NetworkModule(regressor).eval()
+    device = next(regressor.parameters()).device
+    crops = torch.zeros(1, 3, 256, 256, device=device)
+    flags = None
+    if foreground and network.uses_foreground:
+        rows, cols = network.backbone.cfg.grid
+        grid = torch.zeros(1, rows, cols, device=device)
+        grid[:, rows // 4 : rows - rows // 4, cols // 4 : cols - cols // 4] = 1
+        flags = grid.reshape(1, -1)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        network(crops, flags)
+    return counter.get_total_flops() / 2.0
+
+
+def _plan_models(
+    specs: dict[str, str], merge_plans: Sequence[str], mano_dir: str | None,
+    device: torch.device, bar: Any,
+) -> dict[tuple[str, str], HandMeshRegressor]:
+    """Every (model, plan) regressor: the model as loaded, and a merged copy per plan."""
+    import copy
+
+    from fasthmr_ros.models.merge_plan import apply_merge_plan, load_merge_plan
+
+    plans = {plan: load_merge_plan(plan) for plan in merge_plans if plan != NO_PLAN}
+    regressors: dict[tuple[str, str], HandMeshRegressor] = {}
+    for name, spec in specs.items():
+        bar.set_postfix_str(f"building model {name}")
+        base = build_model(spec, mano_dir).to(device)
+        regressors[(name, NO_PLAN)] = base
+        for plan_name, plan in plans.items():
+            bar.set_postfix_str(f"merging {name} with {plan_label(plan_name)}")
+            regressors[(name, plan_name)] = apply_merge_plan(copy.deepcopy(base), plan)
+    return regressors
 
 
 def run_benchmark(
@@ -417,8 +482,14 @@ def run_benchmark(
     baseline: str | None = None,
     progress: bool = True,
     optional: OptionalStages = OptionalStages(),
+    merge_plans: Sequence[str] = (NO_PLAN,),
 ) -> BenchReport:
     """Measure every combination; ratios relative to ``baseline`` (a label; default: first).
+
+    ``merge_plans`` lists FastHMR merge plan files (``"none"``: the model as trained); each
+    plan is applied to a copy of every model, its output change is measured against the
+    unmerged model on the same crops, and its network MACs are counted
+    (:func:`count_network_macs`).
 
     All models and engines are built first (one engine per model, engine, precision and input
     scale; batch sizes share it), then frames are timed in rounds, one frame of every variant
@@ -439,37 +510,38 @@ def run_benchmark(
     settings = {
         "models": list(models), "engines": list(engines), "precisions": list(precisions),
         "batches": list(batches), "input_scales": list(input_scales), "device": device,
-        "warmup": warmup, "iterations": iterations,
+        "warmup": warmup, "iterations": iterations, "merge_plans": list(merge_plans),
     }
     specs = {model_label(spec): spec for spec in models}
     variants = [
-        Variant(m, e, p, b, s)
-        for m in specs for e in engines for p in precisions for s in input_scales
-        for b in batches
+        Variant(m, e, p, b, s, plan)
+        for m in specs for plan in merge_plans for e in engines for p in precisions
+        for s in input_scales for b in batches
     ]
     if baseline is not None and baseline not in {v.label for v in variants}:
         raise ValueError(f"baseline '{baseline}' is not one of the variants: "
                          f"{', '.join(v.label for v in variants)}")
     bar = tqdm(total=(warmup + iterations) * len(variants), desc="bench", unit="frame",
                disable=not progress)
-    regressors = {}
-    for name, spec in specs.items():
-        bar.set_postfix_str(f"building model {name}")
-        regressors[name] = build_model(spec, mano_dir).to(torch_device)
-    references = {name: torch_reference(model) for name, model in regressors.items()}
+    regressors = _plan_models(specs, merge_plans, mano_dir, torch_device, bar)
+    # Output change is measured against the model as trained, merge plans included.
+    references = {name: torch_reference(regressors[(name, NO_PLAN)]) for name in specs}
+    macs = {key: count_network_macs(model, foreground=True)
+            for key, model in regressors.items()}
     built, setup = _build_engines(variants, regressors, device, engine_options or {}, bar)
     frames = {b: synthetic_frame(b) for b in batches}
     results, running = [], []
     for v in variants:
         result = VariantResult(v)
         results.append(result)
-        key = (v.model, v.engine, v.precision, v.input_scale)
+        key = _engine_key(v)
         engine = built[key]
         if isinstance(engine, str):
             result.skipped = engine
             bar.update(warmup + iterations)
             continue
         result.engine_name, result.setup_s = engine.name, setup[key]
+        result.macs_g = macs[(v.model, v.merge_plan)] / 1e9
         pipeline = HandMeshPipeline(engine, device=str(torch_device))
         running.append(_Running(result, engine, pipeline, *frames[v.batch],
                                 _Timer(torch_device), optional))
@@ -515,7 +587,7 @@ def markdown_table(report: BenchReport) -> str:
     header = (
         "| variant | engine | " + " | ".join(f"{s} ms" for s in STAGES if s != "network")
         + " | network ms (p50 / p90 / p99) | network / crop ms | total / crop ms | "
-        "speed-up network | speed-up total | output change mm |"
+        "speed-up network | speed-up total | output change mm | network GMACs |"
     )
     columns = header.count("|") - 1
     lines = [header, "|" + "---|" * columns]
@@ -527,11 +599,15 @@ def markdown_table(report: BenchReport) -> str:
             f"| {r.variant.label} | {r.engine_name} | {other} | {_fmt(net.median_ms)} / "
             f"{_fmt(net.p90_ms)} / {_fmt(net.p99_ms)} | {_fmt(r.network_per_crop_ms)} | "
             f"{_fmt(r.total_per_crop_ms)} | {_fmt(r.speedup_network)}x | "
-            f"{_fmt(r.speedup_total)}x | {_fmt(r.output_change_mm, 4)} |"
+            f"{_fmt(r.speedup_total)}x | {_fmt(r.output_change_mm, 4)} | "
+            f"{_fmt(r.macs_g, 2)} |"
         )
     text = "\n".join(lines)
     text += (f"\n\nSpeed-ups: per-crop median latency of `{report.baseline}` divided by the "
-             "variant's, same run.")
+             "variant's, same run. Output change: largest vertex difference (mm) to the same "
+             "model as trained (no merge plan), torch fp32, same crops. GMACs: one crop through "
+             "backbone + head, counted by torch's FlopCounterMode (attention products "
+             "included).")
     env = report.environment
     text += (f"\nMeasured on {env.get('processor')} ({env.get('cpu_count')} CPUs, torch "
              f"{env.get('torch')}, {env.get('torch_threads')} threads"
