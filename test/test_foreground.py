@@ -113,3 +113,30 @@ def test_masked_model_rejects_foreground_of_the_wrong_size(hand_regressor) -> No
                              "tokens": {"keep": 90, "per_layer": 60, "layers": 2}})
     with pytest.raises(ValueError, match="one flag per token"):
         model(torch.zeros(1, 3, 256, 256), torch.zeros(1, 100))
+
+
+def test_pose_segmentation_gives_the_person_mask_for_bodies() -> None:
+    pytest.importorskip("mediapipe")
+    cv2 = pytest.importorskip("cv2")
+    from test_detect_real_images import PHOTO_DIR
+
+    from fasthmr_ros.pipeline.mediapipe_detector import MediaPipeHandDetector
+
+    photo = PHOTO_DIR / "test1.jpg"
+    if not photo.is_file():
+        pytest.skip(f"{photo} is absent (real photographs are not part of the repository)")
+    rgb = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
+    with pytest.raises(ValueError, match="needs the pose model"):
+        MediaPipeHandDetector(use_pose=False, person_segmentation=True)
+    with MediaPipeHandDetector(person_segmentation=True) as detector:
+        detector.detect(rgb)
+        mask = detector.person_mask
+    assert mask is not None and mask.shape == rgb.shape[:2]
+    assert 0.02 < float((mask >= 0.5).mean()) < 0.9  # a person, not the whole frame
+    height, width = rgb.shape[:2]
+    side = min(height, width) / 2
+    box = HandBox(width / 2 - side / 2, height / 2 - side / 2, width / 2 + side / 2,
+                  height / 2 + side / 2)
+    transform = crop_hand(rgb, box).transform
+    flags = mask_foreground_tokens(mask, [transform])
+    assert flags.shape == (1, 192) and flags.sum() > 0

@@ -257,3 +257,20 @@ def test_token_plans_change_the_engine_cache_key(mano) -> None:
                                                   "layers": 2, "mask": "none"}))
         prints.add(fingerprint(model))
     assert len(prints) == 3
+
+
+def test_bench_measures_plans_in_one_run(tmp_path) -> None:
+    from fasthmr_ros.engines.benchmark import markdown_table, run_benchmark
+
+    plan = tmp_path / "tiny.json"
+    plan.write_text(json.dumps(_plan(layers={"merge": [[0, 1]]},
+                                     tokens={"keep": 96, "per_layer": 96, "layers": 1})))
+    report = run_benchmark(["small"], warmup=0, iterations=1, progress=False,
+                           merge_plans=["none", str(plan)])
+    base, merged = report.measured()
+    assert merged.variant.label == "small/torch/fp32/b1/plan-tiny"
+    assert base.output_change_mm == 0.0 and merged.output_change_mm > 0.0
+    # Counted, not estimated: one block instead of two, and half the tokens after it.
+    assert merged.macs_g < 0.6 * base.macs_g
+    assert merged.macs_without_attention_g < merged.macs_g
+    assert "plan-tiny" in markdown_table(report)
