@@ -85,3 +85,29 @@ def test_body_flag_explains_what_is_missing(setup, capsys) -> None:
     code, _, _ = _calibrate(setup, "--body")
     assert code == 2
     assert "body loader" in capsys.readouterr().err
+
+
+def test_calibrator_reports_pa_mpjpe_against_labels(setup) -> None:
+    from fasthmr_ros import load_hand_regressor
+    from fasthmr_ros.models.merge_plan import TokenPlan
+    from fasthmr_ros.pipeline.box_sources import FullFrameBoxes
+    from fasthmr_ros.training.merge_calibration import (
+        MergeCalibrator,
+        calibration_frames,
+        collect_crops,
+    )
+
+    assets, frames, _ = setup
+    model = load_hand_regressor(assets.checkpoint)
+    data = collect_crops(calibration_frames([str(frames)]), FullFrameBoxes("right").detect, 3,
+                         progress=False)
+    assert data.crops.shape == (3, 3, 256, 256) and data.foreground.shape == (3, 192)
+    data.labels = MergeCalibrator(model, data, progress=False).reference.astype(np.float64)
+    calibrator = MergeCalibrator(model, data, progress=False)
+    result = calibrator.calibrate(1e-9, tokens=TokenPlan(150, 42, 1, mask="none"), repeats=1)
+    assert result.plan.merge == () and result.plan.tokens.keep == 150
+    assert result.original_pa_mpjpe_mm < 1e-3  # labels are the original's own joints
+    assert result.merged_pa_mpjpe_mm > 0 and result.plan_error_mm > 0
+    assert "PA-MPJPE against the labels" in result.summary()
+    # Trials of the search were recorded: every window of two blocks was tried and failed.
+    assert [run for run, _, _ in result.trials] == [(3, 4), (2, 3), (1, 2), (0, 1)]

@@ -217,21 +217,27 @@ class MergeCalibrator:
         bar.close()
         return sorted(runs, reverse=True), trials
 
-    def latency_ms(self, model: torch.nn.Module, foreground: bool, repeats: int = 5) -> float:
-        """Median network latency of one crop (after one warm-up pass)."""
+    def latencies_ms(self, models: Sequence[tuple[torch.nn.Module, bool]],
+                     repeats: int = 5) -> list[float]:
+        """Median network latency of one crop for each ``(model, uses_foreground)``.
+
+        Passes alternate between the models (one warm-up round first), so that load from other
+        processes falls on all of them alike.
+        """
         device = self._device()
         crops = torch.from_numpy(self.data.crops[:1]).to(device)
-        flags = torch.from_numpy(self.data.foreground[:1]).to(device) if foreground else None
-        samples = []
+        flags = torch.from_numpy(self.data.foreground[:1]).to(device)
+        samples: list[list[float]] = [[] for _ in models]
         with torch.inference_mode():
-            for index in range(repeats + 1):
-                start = time.perf_counter()
-                model.forward_network(crops, flags)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                if index:
-                    samples.append(1e3 * (time.perf_counter() - start))
-        return statistics.median(samples)
+            for round_index in range(repeats + 1):
+                for index, (model, foreground) in enumerate(models):
+                    start = time.perf_counter()
+                    model.forward_network(crops, flags if foreground else None)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    if round_index:
+                        samples[index].append(1e3 * (time.perf_counter() - start))
+        return [statistics.median(values) for values in samples]
 
     def calibrate(self, tau_mm: float, rule: str = "sum", tokens: TokenPlan | None = None,
                   repeats: int = 5) -> CalibrationResult:
@@ -244,7 +250,6 @@ class MergeCalibrator:
         layer_error = self.layer_error_mm(runs, rule) if runs else 0.0
         plan = MergePlan(merge=tuple(runs), rule=rule, tokens=tokens,
                          checkpoint_sha256=self.checkpoint_sha256)
-        original_ms = self.latency_ms(self.regressor, foreground=False, repeats=repeats)
         merged = apply_merge_plan(copy.deepcopy(self.regressor), plan)
         masked = plan.uses_mask
         saved, self.regressor = self.regressor, merged
@@ -252,7 +257,8 @@ class MergeCalibrator:
             merged_joints = self.joints(foreground=masked, desc="merged model")
         finally:
             self.regressor = saved
-        merged_ms = self.latency_ms(merged, foreground=masked, repeats=repeats)
+        original_ms, merged_ms = self.latencies_ms(
+            [(self.regressor, False), (merged, masked)], repeats=repeats)
         result = CalibrationResult(plan=plan, layer_error_mm=layer_error,
                                    plan_error_mm=self.error_mm(merged_joints),
                                    original_ms=original_ms, merged_ms=merged_ms,
