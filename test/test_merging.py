@@ -274,3 +274,11 @@ def test_bench_measures_plans_in_one_run(tmp_path) -> None:
     assert merged.macs_g < 0.6 * base.macs_g
     assert merged.macs_without_attention_g < merged.macs_g
     assert "plan-tiny" in markdown_table(report)
+
+
+def test_merged_models_are_not_saved_as_checkpoints(regressor, tmp_path) -> None:
+    from fasthmr_ros.models.registry import save_regressor
+
+    apply_merge_plan(regressor, _plan(layers={"merge": [[0, 1]]}))
+    with pytest.raises(ValueError, match="save the unmerged model"):
+        save_regressor(regressor, tmp_path / "merged.pt")
