@@ -282,3 +282,32 @@ def test_merged_models_are_not_saved_as_checkpoints(regressor, tmp_path) -> None
     apply_merge_plan(regressor, _plan(layers={"merge": [[0, 1]]}))
     with pytest.raises(ValueError, match="save the unmerged model"):
         save_regressor(regressor, tmp_path / "merged.pt")
+
+
+def test_masked_graphs_take_the_tensorrt_path(regressor, tmp_path) -> None:
+    """What TensorRT needs without a GPU: the signature check, and the fp16 graph a strongly
+    typed build parses (run here in ONNX Runtime with both inputs)."""
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from fasthmr_ros.engines.base import NETWORK_FOREGROUND, NETWORK_INPUT
+    from fasthmr_ros.engines.onnx_export import export_onnx
+    from fasthmr_ros.engines.onnx_precision import convert_onnx_precision
+    from fasthmr_ros.engines.tensorrt import check_engine_io
+    from fasthmr_ros.models.regressor import NETWORK_OUTPUTS
+
+    check_engine_io([NETWORK_INPUT, NETWORK_FOREGROUND], list(NETWORK_OUTPUTS))
+    apply_merge_plan(regressor, _plan(tokens={"keep": 90, "per_layer": 40, "layers": 3}))
+    source = export_onnx(regressor, tmp_path / "net.onnx")
+    target = tmp_path / "net-fp16.onnx"
+    convert_onnx_precision(source, target, "fp16")
+    crops = np.random.default_rng(1).standard_normal((2, 3, 256, 256)).astype(np.float32)
+    flags = np.zeros((2, 192), np.float32)
+    flags[:, 60:110] = 1
+    feed = {NETWORK_INPUT: crops, NETWORK_FOREGROUND: flags}
+    reference, reduced = (
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
+            list(NETWORK_OUTPUTS), feed) for p in (source, target))
+    for ref, low in zip(reference, reduced):
+        assert np.isfinite(low).all()
+        assert np.abs(low - ref).max() <= 5e-2 * max(1.0, np.abs(ref).max())

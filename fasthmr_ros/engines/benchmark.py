@@ -429,8 +429,9 @@ def count_network_macs(regressor: HandMeshRegressor, foreground: bool = False,
     ``torch.utils.flop_counter.FlopCounterMode`` counts the matmuls, linear layers and
     convolutions of a real forward pass (MACs = FLOPs / 2); nothing is estimated. With
     ``attention``, attention runs on PyTorch's math kernel so that its two products are counted
-    too; without it they are left out (PyTorch's fused CPU kernel is invisible to the counter),
-    which is the convention of FastHMR's MAC figures (ViT-H 122.5 G). With ``foreground``, a
+    too; without it every batched matmul is left out (the attention products, and token
+    merging's small assignment products), which is the convention of FastHMR's MAC figures
+    (ViT-H 122.5 G). With ``foreground``, a
     centred foreground blob is passed, as a masked plan sees it; the count does not depend on
     it (token counts are static).
     """
@@ -621,8 +622,8 @@ def markdown_table(report: BenchReport) -> str:
     text += (f"\n\nSpeed-ups: per-crop median latency of `{report.baseline}` divided by the "
              "variant's, same run. Output change: largest vertex difference (mm) to the same "
              "model as trained (no merge plan), torch fp32, same crops. GMACs: one crop through "
-             "backbone + head, counted by torch's FlopCounterMode; in brackets without the "
-             "attention products (FastHMR's convention).")
+             "backbone + head, counted by torch's FlopCounterMode; in brackets without batched "
+             "matmuls (attention and token-merge products: FastHMR's convention).")
     env = report.environment
     text += (f"\nMeasured on {env.get('processor')} ({env.get('cpu_count')} CPUs, torch "
              f"{env.get('torch')}, {env.get('torch_threads')} threads"

@@ -132,30 +132,30 @@ def bipartite_merge(
         blocked = fg_a[:, :, None] | fg_b[:, None, :]
         scores = scores.masked_fill(blocked, float("-inf"))
     node_max, node_idx = scores.max(dim=-1)  # best B partner of every A token
-    order = node_max.argsort(dim=-1, descending=True)[..., None]
-    unmerged_idx = order[:, r:]  # (B, Na - r, 1)
-    src_idx = order[:, :r]  # (B, r, 1)
-    dst_idx = node_idx[..., None].gather(1, src_idx)  # (B, r, 1)
+    na, nb = a_metric.shape[1], b_metric.shape[1]
+    order = node_max.argsort(dim=-1, descending=True)  # the r best A tokens move
+    rank = order.argsort(dim=-1)  # where each A token stands in that order
+    # Output slot of every input token, inputs ordered [A tokens, B tokens]: unmerged A
+    # tokens first (in rank order), then the B tokens, which also receive the moved A tokens.
+    target_a = torch.where(rank < r, (na - r) + node_idx, rank - r)
+    target_b = (na - r) + torch.arange(nb, device=x.device).expand(b, nb)
+    target = torch.cat([target_a, target_b], dim=1)  # (B, N)
+    slots = torch.arange(n - r, device=x.device)
+    # One-hot assignment (B, N - r, N): merging is one matmul, which every runtime (ONNX
+    # Runtime, TensorRT in fp16) runs, unlike scatter-add.
+    assign = (target[:, None, :] == slots[None, :, None]).to(x.dtype)
+
+    def ab(values: torch.Tensor) -> torch.Tensor:
+        return torch.cat([values[:, ::2], values[:, 1::2]], dim=1)
 
     size = state.size if state.size is not None else x.new_ones(b, n)
-
-    def combine(values: torch.Tensor) -> torch.Tensor:
-        """Sum per-token ``values`` (B, N, K) over the merged pairs."""
-        width = values.shape[-1]
-        a_vals, b_vals = values[:, ::2], values[:, 1::2]
-        kept = a_vals.gather(1, unmerged_idx.expand(-1, -1, width))
-        moved = a_vals.gather(1, src_idx.expand(-1, -1, width))
-        merged = b_vals.scatter_add(1, dst_idx.expand(-1, -1, width), moved)
-        return torch.cat([kept, merged], dim=1)
-
-    sizes = size[..., None]
-    weighted = combine(torch.cat([x * sizes, sizes], dim=-1))
-    new_size = weighted[..., -1]
-    merged_x = weighted[..., :-1] / new_size[..., None]
+    sizes = ab(size)[..., None]
+    new_size = (assign @ sizes)[..., 0]
+    merged_x = (assign @ (ab(x) * sizes)) / new_size[..., None]
     new_state = TokenState(size=new_size)
     if state.foreground is not None:
-        flags = combine(state.foreground[..., None].to(x.dtype))
+        flags = assign @ ab(state.foreground[..., None].to(x.dtype))
         new_state.foreground = flags[..., 0] > 0
     if state.source is not None:
-        new_state.source = combine(state.source)
+        new_state.source = assign @ ab(state.source)
     return merged_x, new_state
