@@ -13,7 +13,9 @@ ToMe's bipartite soft matching (Bolya et al., ICLR 2023), as FastHMR applies it 
   metric is the cosine similarity of the attention keys averaged over heads; every A token
   picks its most similar B token and the ``r`` best pairs merge.
 * **Merging:** a size-weighted average (``size`` counts the patches a token stands for), the
-  sizes add up; unmerged A tokens come first, then all B tokens.
+  sizes add up; unmerged A tokens come first, then all B tokens. It is computed as one matmul
+  with a one-hot assignment matrix (no scatter-add, which ONNX Runtime's CPU provider lacks in
+  fp16), so exported graphs run on every runtime and precision.
 * **Proportional attention:** later blocks add ``log(size)`` to the attention logits on the key
   axis, so a token standing for ``s`` patches weighs as ``s`` copies.
 * **Mask:** with a foreground flag per token, a pair with a foreground token gets similarity
