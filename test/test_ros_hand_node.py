@@ -485,3 +485,20 @@ def test_warning_tables_stay_bounded(harness, caplog):
         node._warn_once(f"encoding:{i}", f"unsupported encoding {i}")
     assert len(node._warned) == MAX_WARNING_KEYS + 1
     assert any("further new ones are not logged" in r.getMessage() for r in caplog.records)
+
+
+def test_merge_plan_parameter_runs_the_merged_teacher(harness, rgb, tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"format": "fasthmr-merge-plan/1", "layers": {"merge": [[0, 1]]}, '
+                    '"tokens": {"keep": 96, "per_layer": 96, "layers": 1}}')
+    h = harness({"merge_plan": str(plan), "tracking": False})
+    assert len(h.node.pipeline.regressor.regressor.backbone.blocks) == 1
+    assert h.node.pipeline.uses_foreground  # hand tokens are protected
+    stamp = 1_700_000_000_000_000_001
+    h.send_frame(rgb, stamp)
+    h.wait_received(1)
+    h.wait_camera_info(stamp)
+    assert h.node.spin_once(1.0)
+    assert h.out.wait_for(lambda: h.out.count("hands") == 1, 10)
+    (array,) = h.outputs("hands")
+    assert np.isfinite(array.hands[0].vertices).all()

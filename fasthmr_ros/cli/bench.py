@@ -86,6 +86,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(/eager); 'on' is skipped on CPU and by other engines (default: default, i.e. on for "
         "CUDA)",
     )
+    parser.add_argument(
+        "--merge-plans",
+        type=_listed(str, "merge plans"),
+        default=["none"],
+        help="comma-separated FastHMR merge plan files for the ViT teachers, 'none' for the "
+        "model as trained, e.g. none,plan.json: every plan is measured in the same run, with "
+        "its output change (mm) against the unmerged model and its counted MACs (default none)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up frames (default 3)")
     parser.add_argument("--iterations", type=int, default=20,
@@ -212,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device, warmup=args.warmup, iterations=args.iterations,
             mano_dir=args.mano_dir, engine_options=options, baseline=args.baseline,
             optional=_optional_stages(args), cuda_graphs=args.cuda_graphs,
+            merge_plans=args.merge_plans,
         )
     except (EngineError, CheckpointError, ValueError) as exc:
         raise CommandError(str(exc)) from None

@@ -7,7 +7,12 @@ import time
 from pathlib import Path
 
 from fasthmr_ros.cli.main import CommandError
-from fasthmr_ros.cli.model_args import CHECKPOINT_HELP, MANO_DIR_HELP, load_model
+from fasthmr_ros.cli.model_args import (
+    CHECKPOINT_HELP,
+    MANO_DIR_HELP,
+    add_merge_plan_argument,
+    load_model,
+)
 from fasthmr_ros.engines.base import PRECISIONS
 
 
@@ -53,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--input-scale", type=float, default=1.0,
                        help="backbone window resolution for the export (default 1.0)")
     build.add_argument("--mano-dir", help=MANO_DIR_HELP)
+    add_merge_plan_argument(build)
     build.add_argument("--device", default="cuda:0", help="CUDA device (default cuda:0)")
     build.add_argument("--cache-dir", metavar="DIR",
                        help="package cache root; engines go to DIR/engines (default "
@@ -97,7 +103,7 @@ def _exported_graph(args: argparse.Namespace) -> Path:
     from fasthmr_ros.engines.base import EngineError
     from fasthmr_ros.engines.onnx_export import cached_export, export_unless_current
 
-    regressor = load_model(args.checkpoint, args.mano_dir)
+    regressor = load_model(args.checkpoint, args.mano_dir, merge_plan=args.merge_plan)
     try:
         if args.onnx is None:
             return cached_export(regressor, args.cache_dir, input_scale=args.input_scale,

@@ -6,7 +6,12 @@ import argparse
 from pathlib import Path
 
 from fasthmr_ros.cli.main import CommandError
-from fasthmr_ros.cli.model_args import CHECKPOINT_HELP, MANO_DIR_HELP, load_model
+from fasthmr_ros.cli.model_args import (
+    CHECKPOINT_HELP,
+    MANO_DIR_HELP,
+    add_merge_plan_argument,
+    load_model,
+)
 
 #: Largest max-abs difference between ONNX Runtime and PyTorch accepted by ``--verify``.
 DEFAULT_TOLERANCE = 1e-3
@@ -35,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     onnx.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     onnx.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     onnx.add_argument("--mano-dir", help=MANO_DIR_HELP)
+    add_merge_plan_argument(onnx)
     onnx.add_argument(
         "--input-scale",
         type=float,
@@ -63,7 +69,7 @@ def run_onnx(args: argparse.Namespace) -> int:
     from fasthmr_ros.engines.base import EngineError
     from fasthmr_ros.engines.onnx_export import export_onnx
 
-    regressor = load_model(args.checkpoint, args.mano_dir)
+    regressor = load_model(args.checkpoint, args.mano_dir, merge_plan=args.merge_plan)
     external = {"auto": None, "yes": True, "no": False}[args.external_data]
     try:
         path = export_onnx(regressor, args.output, input_scale=args.input_scale,

@@ -19,6 +19,7 @@ from fasthmr_ros.cli.model_args import (
     CHECKPOINT_HELP,
     MANO_DIR_HELP,
     RANDOM_WEIGHTS_WARNING,
+    add_merge_plan_argument,
     load_model,
     parse_device_arg,
 )
@@ -99,6 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=CHECKPOINT_HELP + " (default: none, the MediaPipe + Anny landmark fit)",
     )
     parser.add_argument("--mano-dir", help=MANO_DIR_HELP)
+    add_merge_plan_argument(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--boxes", metavar="FILE", help="JSON file of hand boxes (see below)")
     source.add_argument(
@@ -258,7 +260,8 @@ def _make_pipeline(args: argparse.Namespace) -> tuple[Any, bool]:
 
 
 def _load_regressor(args: argparse.Namespace) -> Any:
-    regressor = load_model(args.checkpoint, args.mano_dir, args.device)
+    regressor = load_model(args.checkpoint, args.mano_dir, args.device,
+                           merge_plan=args.merge_plan)
     if (args.engine, args.precision) == ("torch", "fp32"):
         return regressor
     from fasthmr_ros.engines.base import EngineError, create_engine

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "export",
     "engine",
     "bench",
+    "merge",
     # training and evaluation
     "distill",
     "evaluate",

@@ -1,9 +1,10 @@
 """What the commands that load a hand model share: option help, ``--device`` and loading.
 
-``--checkpoint``, ``--mano-dir`` and ``--device`` mean the same in every command that takes
-them (``hands``, ``export onnx``, ``engine build``, ``bench``, ``distill``). This module holds
-their help texts, checks ``--device`` before anything is loaded, and turns every way loading a
-checkpoint can fail into one :class:`~fasthmr_ros.cli.main.CommandError` naming the file.
+``--checkpoint``, ``--mano-dir``, ``--merge-plan`` and ``--device`` mean the same in every
+command that takes them (``hands``, ``export onnx``, ``engine build``, ``bench``, ``distill``).
+This module holds their help texts, checks ``--device`` before anything is loaded, and turns
+every way loading a checkpoint can fail into one :class:`~fasthmr_ros.cli.main.CommandError`
+naming the file.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from fasthmr_ros.cli.main import CommandError
 CHECKPOINT_HELP = "hamer.ckpt, its _DATA or hamer_ckpts folder, or a student checkpoint"
 #: Help of ``--mano-dir``.
 MANO_DIR_HELP = "folder with MANO_RIGHT.pkl (default: MANO stored in the checkpoint)"
+#: Help of ``--merge-plan``.
+MERGE_PLAN_HELP = (
+    "FastHMR merge plan (JSON) for a ViT teacher: folds blocks and merges background tokens, "
+    "training-free; write one with 'fasthmr merge calibrate' (default: none)"
+)
 #: Printed before and after the output of a run on random-weights test assets.
 RANDOM_WEIGHTS_WARNING = (
     "WARNING: this checkpoint was written by 'fasthmr make-test-assets': its weights are RANDOM "
@@ -39,17 +45,28 @@ def parse_device_arg(text: str) -> torch.device:
     return device
 
 
+def add_merge_plan_argument(parser: Any) -> None:
+    """Add ``--merge-plan PLAN.json`` to ``parser`` (an argparse parser or argument group)."""
+    parser.add_argument("--merge-plan", metavar="PLAN.json", help=MERGE_PLAN_HELP)
+
+
 def load_model(
-    checkpoint: str, mano_dir: str | None = None, device: str = "cpu", what: str = "the model"
+    checkpoint: str,
+    mano_dir: str | None = None,
+    device: str = "cpu",
+    what: str = "the model",
+    merge_plan: str | None = None,
 ) -> Any:
     """Load a hand regressor (``fasthmr_ros.load_hand_regressor``) for a command.
 
-    ``what`` names the model in the error message (e.g. ``"the teacher"``). Raises
-    :class:`CommandError` for a missing, unreadable or mismatched checkpoint or MANO folder.
+    ``what`` names the model in the error message (e.g. ``"the teacher"``); ``merge_plan`` is
+    ``--merge-plan``. Raises :class:`CommandError` for a missing, unreadable or mismatched
+    checkpoint, MANO folder or merge plan.
     """
     from fasthmr_ros import load_hand_regressor
 
     try:
-        return load_hand_regressor(checkpoint, mano_dir=mano_dir, device=device)
+        return load_hand_regressor(checkpoint, mano_dir=mano_dir, device=device,
+                                   merge_plan=merge_plan)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise CommandError(f"cannot load {what} from {checkpoint}: {exc}") from None

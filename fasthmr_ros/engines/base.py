@@ -22,6 +22,12 @@ Graph-based engines (ONNX Runtime, TensorRT) run the ONNX file written by
 ``fasthmr_ros.engines.onnx_export.export_onnx(regressor, path, input_scale=1.0)``: one float32
 input named :data:`NETWORK_INPUT` (``crops``, shape ``(batch, 3, 256, 256)``, dynamic batch) and
 float32 outputs named as ``NETWORK_OUTPUTS`` with the shapes of :data:`NETWORK_OUTPUT_SHAPES`.
+
+A ViT teacher with a masked token-merging plan (:mod:`fasthmr_ros.models.merge_plan`) takes a
+second input, :data:`NETWORK_FOREGROUND` ``(batch, tokens)`` float32 (1: the token is foreground
+and is never merged, 0: background); ``run(crops, foreground=None)`` passes it, and a missing one
+means "no foreground" (plain ToMe). Every other network ignores it, so the crops-only path is
+unchanged.
 """
 
 from __future__ import annotations
@@ -54,8 +60,10 @@ NETWORK_OUTPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "betas": (10,),
     "cam": (3,),
 }
-#: Name of the network's single input (ONNX graphs and TensorRT engines use it).
+#: Name of the network's image input (ONNX graphs and TensorRT engines use it).
 NETWORK_INPUT = "crops"
+#: Name of the per-token foreground input of masked token-merging networks.
+NETWORK_FOREGROUND = "foreground"
 
 # Modules that register the built-in engines when imported.
 _BUILTIN_MODULES: dict[str, str] = {
@@ -86,8 +94,10 @@ class NetworkRunner(Protocol):
 
     name: str
 
-    def run(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the network on a batch of crops."""
+    def run(
+        self, crops: torch.Tensor, foreground: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Run the network on a batch of crops (and per-token foreground flags, if used)."""
         ...
 
 
@@ -180,6 +190,22 @@ def check_crops(crops: torch.Tensor) -> torch.Tensor:
     return crops
 
 
+def check_foreground(foreground: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    """Validate per-token foreground flags: ``None`` or a ``(batch, tokens)`` tensor.
+
+    Returns them as float32 (1 foreground, 0 background).
+    """
+    if foreground is None:
+        return None
+    if not isinstance(foreground, torch.Tensor):
+        raise TypeError(f"foreground must be a torch.Tensor (B, tokens), got "
+                        f"{type(foreground).__name__}")
+    if foreground.ndim != 2 or foreground.shape[0] != batch:
+        raise ValueError(f"foreground must have shape ({batch}, tokens), one row per crop, got "
+                         f"{tuple(foreground.shape)}")
+    return foreground.to(torch.float32)
+
+
 def check_network_outputs(outputs: Mapping[str, torch.Tensor], batch: int, source: str) -> None:
     """Raise :class:`EngineError` unless ``outputs`` holds every network output with its shape."""
     missing = [k for k in NETWORK_OUTPUTS if k not in outputs]
@@ -237,10 +263,21 @@ class EngineRegressor(nn.Module):
         buffer = next(self.regressor.mano.buffers(), None)
         return buffer.device if buffer is not None else torch.device("cpu")
 
-    def forward_network(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
+    @property
+    def uses_foreground(self) -> bool:
+        """Whether the network takes per-token foreground flags (a masked merge plan)."""
+        from fasthmr_ros.models.merge_plan import needs_foreground
+
+        return needs_foreground(self.regressor)
+
+    def forward_network(
+        self, crops: torch.Tensor, foreground: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Run the engine: float32 network outputs on the MANO device."""
         check_crops(crops)
-        outputs = self.runner.run(crops)
+        foreground = check_foreground(foreground, crops.shape[0])
+        outputs = (self.runner.run(crops) if foreground is None
+                   else self.runner.run(crops, foreground=foreground))
         check_network_outputs(outputs, crops.shape[0], self.runner.name)
         device = self._mano_device()
         return {k: outputs[k].to(device=device, dtype=torch.float32) for k in NETWORK_OUTPUTS}
@@ -249,10 +286,12 @@ class EngineRegressor(nn.Module):
         """Add ``vertices`` and ``joints`` to network outputs (the regressor's MANO layer)."""
         return self.regressor.run_mano(params)
 
-    def forward(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, crops: torch.Tensor, foreground: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Run the engine then MANO on normalised crops."""
         with torch.inference_mode():
-            return self.run_mano(self.forward_network(crops))
+            return self.run_mano(self.forward_network(crops, foreground))
 
 
 def create_runner(

@@ -56,6 +56,13 @@ STAGES: tuple[str, ...] = ("decode", "detect", "crop", "network", "mano", "post"
 FRAME_SIZE: tuple[int, int] = (640, 480)
 #: Models built in memory by name (besides timm student names and checkpoint paths).
 BUILTIN_MODELS: tuple[str, ...] = ("teacher", "small")
+#: The ``--merge-plans`` entry for the model as trained.
+NO_PLAN = "none"
+
+
+def plan_label(plan: str) -> str:
+    """How a merge plan appears in labels: the file's stem (``"none"`` for no plan)."""
+    return NO_PLAN if plan == NO_PLAN else Path(plan).stem
 
 
 @dataclass(frozen=True)
@@ -68,18 +75,21 @@ class Variant:
     batch: int
     input_scale: float = 1.0
     cuda_graphs: bool | None = None
+    merge_plan: str = NO_PLAN
 
     @property
     def label(self) -> str:
         """Short human-readable name, e.g. ``teacher/onnxruntime/fp32/b1``."""
         scale = "" if self.input_scale == 1.0 else f"/s{self.input_scale:g}"
         graphs = {None: "", True: "/graphs", False: "/eager"}[self.cuda_graphs]
-        return f"{self.model}/{self.engine}/{self.precision}/b{self.batch}{scale}{graphs}"
+        plan = "" if self.merge_plan == NO_PLAN else f"/plan-{plan_label(self.merge_plan)}"
+        return f"{self.model}/{self.engine}/{self.precision}/b{self.batch}{scale}{graphs}{plan}"
 
     @property
     def engine_key(self) -> tuple:
         """What an engine is built for; variants differing only in batch size share it."""
-        return (self.model, self.engine, self.precision, self.input_scale, self.cuda_graphs)
+        return (self.model, self.merge_plan, self.engine, self.precision, self.input_scale,
+                self.cuda_graphs)
 
 
 @dataclass
@@ -117,6 +127,8 @@ class VariantResult:
     setup_s: float = 0.0
     output_change_mm: float | None = None
     joints_change_mm: float | None = None
+    macs_g: float | None = None
+    macs_without_attention_g: float | None = None
     skipped: str | None = None
     speedup_network: float | None = None
     speedup_total: float | None = None
@@ -146,6 +158,8 @@ class VariantResult:
             "skipped": self.skipped,
             "output_change_mm": self.output_change_mm,
             "joints_change_mm": self.joints_change_mm,
+            "macs_g": self.macs_g,
+            "macs_without_attention_g": self.macs_without_attention_g,
             "speedup_network": self.speedup_network,
             "speedup_total": self.speedup_total,
             "stages": {k: asdict(v) for k, v in self.stages.items()},
@@ -321,9 +335,11 @@ def _run_frame(engine: EngineRegressor, pipeline: Any, jpeg: bytes, boxes: list[
     with timer.stage("crop"):
         batch, transforms = pipeline.make_batch(rgb, boxes)
         crops = torch.from_numpy(batch).to(timer.device)
+        flags = pipeline.make_foreground(boxes, transforms)  # masked merge plans only
+        foreground = None if flags is None else torch.from_numpy(flags).to(timer.device)
     with torch.inference_mode():
         with timer.stage("network"):
-            params = engine.forward_network(crops)
+            params = engine.forward_network(crops, foreground)
         with timer.stage("mano"):
             outputs = engine.run_mano(params)
     with timer.stage("post"):
@@ -431,12 +447,72 @@ def _build_engines(
             options["cuda_graphs"] = v.cuda_graphs
         start = time.perf_counter()
         try:
-            engines[key] = create_engine(regressors[v.model], v.engine, v.precision, device,
-                                         **options)
-        except EngineError as exc:
+            engines[key] = create_engine(regressors[(v.model, v.merge_plan)], v.engine,
+                                         v.precision, device, **options)
+        except (EngineError, ValueError) as exc:
             engines[key] = str(exc)
         setup[key] = time.perf_counter() - start
     return engines, setup
+
+
+def count_network_macs(regressor: HandMeshRegressor, foreground: bool = False,
+                       attention: bool = True) -> float:
+    """Multiply-accumulates of one crop through the network (backbone + head), counted.
+
+    ``torch.utils.flop_counter.FlopCounterMode`` counts the matmuls, linear layers and
+    convolutions of a real forward pass (MACs = FLOPs / 2); nothing is estimated. With
+    ``attention``, attention runs on PyTorch's math kernel so that its two products are counted
+    too; without it every batched matmul is left out (the attention products, and token
+    merging's small assignment products), which is the convention of FastHMR's MAC figures
+    (ViT-H 122.5 G). With ``foreground``, a
+    centred foreground blob is passed, as a masked plan sees it; the count does not depend on
+    it (token counts are static).
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fasthmr_ros.engines.network import NetworkModule
+
+    network = NetworkModule(regressor).eval()
+    device = next(regressor.parameters()).device
+    crops = torch.zeros(1, 3, 256, 256, device=device)
+    flags = None
+    if foreground and network.uses_foreground:
+        rows, cols = network.backbone.cfg.grid
+        grid = torch.zeros(1, rows, cols, device=device)
+        grid[:, rows // 4 : rows - rows // 4, cols // 4 : cols - cols // 4] = 1
+        flags = grid.reshape(1, -1)
+    counter = FlopCounterMode(display=False)
+    # The math kernel spells attention as batched matmuls (bmm), which the counter sees on
+    # every device; linear layers and convolutions are mm/addmm/convolution.
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), counter:
+        network(crops, flags)
+    flops = counter.get_total_flops()
+    if not attention:
+        counts = counter.get_flop_counts().get("Global", {})
+        flops -= sum(v for op, v in counts.items() if "bmm" in str(op))
+    return flops / 2.0
+
+
+def _plan_models(
+    specs: dict[str, str], merge_plans: Sequence[str], mano_dir: str | None,
+    device: torch.device, bar: Any,
+) -> dict[tuple[str, str], HandMeshRegressor]:
+    """Every (model, plan) regressor: the model as loaded, and a merged copy per plan."""
+    import copy
+
+    from fasthmr_ros.models.merge_plan import apply_merge_plan, load_merge_plan
+
+    plans = {plan: load_merge_plan(plan) for plan in merge_plans if plan != NO_PLAN}
+    regressors: dict[tuple[str, str], HandMeshRegressor] = {}
+    for name, spec in specs.items():
+        bar.set_postfix_str(f"building model {name}")
+        base = build_model(spec, mano_dir).to(device)
+        regressors[(name, NO_PLAN)] = base
+        for plan_name, plan in plans.items():
+            bar.set_postfix_str(f"merging {name} with {plan_label(plan_name)}")
+            regressors[(name, plan_name)] = apply_merge_plan(copy.deepcopy(base), plan)
+    return regressors
 
 
 def run_benchmark(
@@ -454,8 +530,14 @@ def run_benchmark(
     progress: bool = True,
     optional: OptionalStages = OptionalStages(),
     cuda_graphs: Sequence[bool | None] = (None,),
+    merge_plans: Sequence[str] = (NO_PLAN,),
 ) -> BenchReport:
     """Measure every combination; ratios relative to ``baseline`` (a label; default: first).
+
+    ``merge_plans`` lists FastHMR merge plan files (``"none"``: the model as trained); each
+    plan is applied to a copy of every model, its output change is measured against the
+    unmerged model on the same crops, and its network MACs are counted
+    (:func:`count_network_macs`).
 
     All models and engines are built first (one engine per model, engine, precision and input
     scale; batch sizes share it), then frames are timed in rounds, one frame of every variant
@@ -479,23 +561,25 @@ def run_benchmark(
         "models": list(models), "engines": list(engines), "precisions": list(precisions),
         "batches": list(batches), "input_scales": list(input_scales), "device": device,
         "warmup": warmup, "iterations": iterations, "cuda_graphs": list(cuda_graphs),
+        "merge_plans": list(merge_plans),
     }
     specs = {model_label(spec): spec for spec in models}
     variants = [
-        Variant(m, e, p, b, s, g)
-        for m in specs for e in engines for p in precisions for s in input_scales
-        for g in cuda_graphs for b in batches
+        Variant(m, e, p, b, s, cuda_graphs=g, merge_plan=plan)
+        for m in specs for plan in merge_plans for e in engines for p in precisions
+        for s in input_scales for g in cuda_graphs for b in batches
     ]
     if baseline is not None and baseline not in {v.label for v in variants}:
         raise ValueError(f"baseline '{baseline}' is not one of the variants: "
                          f"{', '.join(v.label for v in variants)}")
     bar = tqdm(total=(warmup + iterations) * len(variants), desc="bench", unit="frame",
                disable=not progress)
-    regressors = {}
-    for name, spec in specs.items():
-        bar.set_postfix_str(f"building model {name}")
-        regressors[name] = build_model(spec, mano_dir).to(torch_device)
-    references = {name: torch_reference(model) for name, model in regressors.items()}
+    regressors = _plan_models(specs, merge_plans, mano_dir, torch_device, bar)
+    # Output change is measured against the model as trained, merge plans included.
+    references = {name: torch_reference(regressors[(name, NO_PLAN)]) for name in specs}
+    macs = {key: (count_network_macs(model, foreground=True),
+                  count_network_macs(model, foreground=True, attention=False))
+            for key, model in regressors.items()}
     built, setup = _build_engines(variants, regressors, device, engine_options or {}, bar)
     frames = {b: synthetic_frame(b) for b in batches}
     results, running = [], []
@@ -509,6 +593,8 @@ def run_benchmark(
             bar.update(warmup + iterations)
             continue
         result.engine_name, result.setup_s = engine.name, setup[key]
+        counted = macs[(v.model, v.merge_plan)]
+        result.macs_g, result.macs_without_attention_g = (c / 1e9 for c in counted)
         pipeline = HandMeshPipeline(engine, device=str(torch_device))
         running.append(_Running(result, engine, pipeline, *frames[v.batch],
                                 _Timer(torch_device), optional))
@@ -553,7 +639,8 @@ def markdown_table(report: BenchReport) -> str:
     header = (
         "| variant | engine | " + " | ".join(f"{s} ms" for s in STAGES if s != "network")
         + " | network ms (p50 / p90 / p99) | network / crop ms | total / crop ms | "
-        "speed-up network | speed-up total | change vs fp32 mm (vertices / joints) |"
+        "speed-up network | speed-up total | change vs fp32 mm (vertices / joints) | "
+        "network GMACs (w/o attention) |"
     )
     columns = header.count("|") - 1
     lines = [header, "|" + "---|" * columns]
@@ -566,13 +653,16 @@ def markdown_table(report: BenchReport) -> str:
             f"{_fmt(net.p90_ms)} / {_fmt(net.p99_ms)} | {_fmt(r.network_per_crop_ms)} | "
             f"{_fmt(r.total_per_crop_ms)} | {_fmt(r.speedup_network)}x | "
             f"{_fmt(r.speedup_total)}x | {_fmt(r.output_change_mm, 4)} / "
-            f"{_fmt(r.joints_change_mm, 4)} |"
+            f"{_fmt(r.joints_change_mm, 4)} | "
+            f"{_fmt(r.macs_g, 2)} ({_fmt(r.macs_without_attention_g, 2)}) |"
         )
     text = "\n".join(lines)
     text += (f"\n\nSpeed-ups: per-crop median latency of `{report.baseline}` divided by the "
-             "variant's, same run. Change vs fp32: largest vertex / joint difference to the "
-             "same model's eager torch fp32 run on the same crops (numerical change, not "
-             "accuracy).")
+             "variant's, same run. Change: largest vertex / joint difference (mm) to the same "
+             "model as trained (no merge plan), eager torch fp32, same crops (numerical change, "
+             "not accuracy). GMACs: one crop through backbone + head, counted by torch's "
+             "FlopCounterMode; in brackets without batched matmuls (attention and token-merge "
+             "products: FastHMR's convention).")
     env = report.environment
     text += (f"\nMeasured on {env.get('processor')} ({env.get('cpu_count')} CPUs, torch "
              f"{env.get('torch')}, {env.get('torch_threads')} threads"

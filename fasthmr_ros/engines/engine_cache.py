@@ -132,7 +132,10 @@ class EngineCacheKey:
     """Everything a built engine depends on.
 
     Attributes:
-        model_sha256: :func:`hash_onnx_model` of the source ONNX file.
+        model_sha256: :func:`hash_onnx_model` of the source ONNX file. It covers the merge
+            plan of a FastHMR-accelerated teacher: the plan changes the weights (layer merges)
+            and is stored in the graph's metadata (token merges), so two plans never share an
+            engine.
         tensorrt_version: ``tensorrt.__version__`` of the builder.
         gpu_name: the GPU's name (``torch.cuda.get_device_name``).
         compute_capability: ``"major.minor"`` of the GPU (two GPUs may share a name).

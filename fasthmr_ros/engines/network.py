@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fasthmr_ros.models.constants import CROP_HEIGHT, CROP_WIDTH
+from fasthmr_ros.models.merge_plan import applied_plan
 from fasthmr_ros.models.regressor import HandMeshRegressor, central_window
 
 #: Reduced window sides are rounded to multiples of this (the ViT patch size).
@@ -60,12 +61,27 @@ class NetworkModule(nn.Module):
         self.mano_head = regressor.mano_head
         self.input_scale = float(input_scale)
         self.window_size = window_size(input_scale)
+        plan = applied_plan(regressor)
+        #: Whether ``forward`` takes per-token foreground flags (a masked merge plan).
+        self.uses_foreground = plan is not None and plan.uses_mask
+        if plan is not None and plan.tokens is not None and self.input_scale != 1.0:
+            raise ValueError(
+                f"input_scale {input_scale} cannot be combined with a token-merging plan (its "
+                "token counts are for the native 16x12 grid); use input_scale 1.0"
+            )
 
-    def forward(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run backbone and head on the (possibly resized) central window of ``crops``."""
+    def forward(
+        self, crops: torch.Tensor, foreground: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Run backbone and head on the (possibly resized) central window of ``crops``.
+
+        ``foreground`` (B, tokens) reaches the backbone only when :attr:`uses_foreground`.
+        """
         window = central_window(crops)
         if self.window_size != (CROP_HEIGHT, CROP_WIDTH):
             window = F.interpolate(
                 window, size=self.window_size, mode="bilinear", align_corners=False
             )
+        if self.uses_foreground:
+            return self.mano_head(self.backbone(window, foreground))
         return self.mano_head(self.backbone(window))

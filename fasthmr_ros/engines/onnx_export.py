@@ -1,7 +1,8 @@
 """Export a regressor's network (backbone + head) to ONNX for ONNX Runtime and TensorRT.
 
-The graph has one float32 input ``crops`` ``(batch, 3, 256, 256)`` with a dynamic batch axis and
-the float32 outputs ``global_orient``, ``hand_pose``, ``betas``, ``cam`` (batch first). MANO is
+The graph has one float32 input ``crops`` ``(batch, 3, 256, 256)`` with a dynamic batch axis
+(plus ``foreground`` ``(batch, tokens)`` for a ViT with a masked merge plan) and the float32
+outputs ``global_orient``, ``hand_pose``, ``betas``, ``cam`` (batch first). MANO is
 not in the graph: it runs in PyTorch after the engine (cheap, and its blend-shape matmuls lose
 precision in fp16).
 
@@ -18,7 +19,9 @@ Facts behind the choices (``research/anchors.md`` section 2.4):
 * The file is checked with ``onnx.checker`` (by path, which works past 2 GB).
 
 Metadata stored in the graph (``metadata_props``): the regressor configuration (JSON), the
-input scale, a fingerprint of the weights, and whether the weights are test assets.
+input scale, a fingerprint of the weights, whether the weights are test assets, and the merge
+plan applied (``null`` for none). The configuration holds the plan too, so the fingerprint, the
+cached graph's name and every engine cache key built on the graph's hash depend on it.
 """
 
 from __future__ import annotations
@@ -38,10 +41,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fasthmr_ros.engines.base import NETWORK_INPUT, NETWORK_OUTPUT_SHAPES, EngineError
+from fasthmr_ros.engines.base import (
+    NETWORK_FOREGROUND,
+    NETWORK_INPUT,
+    NETWORK_OUTPUT_SHAPES,
+    EngineError,
+)
 from fasthmr_ros.engines.network import NetworkModule
 from fasthmr_ros.models.constants import CROP_SIZE
 from fasthmr_ros.models.regressor import NETWORK_OUTPUTS, HandMeshRegressor
+from fasthmr_ros.models.weights_digest import update_with_tensors
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +64,7 @@ EXTERNAL_DATA_THRESHOLD = 2_000_000_000
 TRACE_BATCH = 2
 #: Keys of ``metadata_props`` written by :func:`export_onnx`.
 METADATA_KEYS = ("fasthmr_config", "fasthmr_input_scale", "fasthmr_fingerprint",
-                 "fasthmr_test_asset")
+                 "fasthmr_test_asset", "fasthmr_merge_plan")
 
 
 class _OutputTuple(nn.Module):
@@ -65,8 +74,10 @@ class _OutputTuple(nn.Module):
         super().__init__()
         self.network = network
 
-    def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.network(crops)
+    def forward(
+        self, crops: torch.Tensor, foreground: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        outputs = self.network(crops, foreground)
         return tuple(outputs[key] for key in NETWORK_OUTPUTS)
 
 
@@ -78,11 +89,7 @@ def fingerprint(regressor: HandMeshRegressor, input_scale: float = 1.0) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(regressor.config, sort_keys=True, default=str).encode())
     digest.update(f"input_scale={float(input_scale)!r}".encode())
-    for name, tensor in sorted(NetworkModule(regressor, input_scale).state_dict().items()):
-        digest.update(name.encode())
-        data = tensor.detach().to("cpu").contiguous()
-        digest.update(str(data.dtype).encode() + str(tuple(data.shape)).encode())
-        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    update_with_tensors(digest, NetworkModule(regressor, input_scale).state_dict())
     return digest.hexdigest()
 
 
@@ -183,8 +190,15 @@ def export_onnx(
             f"export needs float32 weights, the regressor has {first.dtype}; export the loaded "
             "checkpoint before any half-precision conversion."
         )
-    example = torch.zeros(TRACE_BATCH, 3, CROP_SIZE, CROP_SIZE, device=first.device)
-    dynamic_axes = {name: {0: "batch"} for name in (NETWORK_INPUT, *NETWORK_OUTPUTS)}
+    example: tuple[torch.Tensor, ...] = (
+        torch.zeros(TRACE_BATCH, 3, CROP_SIZE, CROP_SIZE, device=first.device),)
+    input_names = [NETWORK_INPUT]
+    if network.uses_foreground:
+        # A masked merge plan: per-token flags ride along (a static token count per crop).
+        rows, cols = network.backbone.cfg.grid
+        example = (*example, torch.zeros(TRACE_BATCH, rows * cols, device=first.device))
+        input_names.append(NETWORK_FOREGROUND)
+    dynamic_axes = {name: {0: "batch"} for name in (*input_names, *NETWORK_OUTPUTS)}
     path.parent.mkdir(parents=True, exist_ok=True)
     steps = tqdm(total=4, desc=f"export {path.name}", disable=not progress, unit="step")
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
@@ -195,11 +209,11 @@ def export_onnx(
             # original mode afterwards, which would put the shared backbone into train mode.
             torch.onnx.export(
                 _OutputTuple(network).eval(),
-                (example,),
+                example,
                 str(raw),
                 dynamo=False,
                 opset_version=opset,
-                input_names=[NETWORK_INPUT],
+                input_names=input_names,
                 output_names=list(NETWORK_OUTPUTS),
                 dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
@@ -212,6 +226,7 @@ def export_onnx(
             "fasthmr_input_scale": repr(float(input_scale)),
             "fasthmr_fingerprint": network_fingerprint or fingerprint(regressor, input_scale),
             "fasthmr_test_asset": str(bool(getattr(regressor, "is_test_asset", False))),
+            "fasthmr_merge_plan": json.dumps(regressor.config.get("merge_plan"), sort_keys=True),
         }
         for key, value in metadata.items():
             entry = model.metadata_props.add()
@@ -252,7 +267,8 @@ def check_graph_signature(path: str | Path) -> None:
     model = onnx.load(str(path), load_external_data=False)
     inputs = [i.name for i in model.graph.input]
     outputs = [o.name for o in model.graph.output]
-    if inputs != [NETWORK_INPUT] or outputs != list(NETWORK_OUTPUTS):
+    if inputs not in ([NETWORK_INPUT], [NETWORK_INPUT, NETWORK_FOREGROUND]) or outputs != list(
+            NETWORK_OUTPUTS):
         raise EngineError(
             f"{path} is not a fasthmr network graph: inputs {inputs}, outputs {outputs}; "
             f"expected [{NETWORK_INPUT}] -> {list(NETWORK_OUTPUTS)} "

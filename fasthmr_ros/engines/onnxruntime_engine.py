@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from fasthmr_ros.engines.base import (
+    NETWORK_FOREGROUND,
     NETWORK_INPUT,
     NETWORK_OUTPUT_SHAPES,
     EngineError,
@@ -170,20 +171,45 @@ class OnnxRuntimeRunner:
         self.precision = precision
         self.name = f"onnxruntime-{precision}-{active[0].replace('ExecutionProvider', '')}"
         self._bind_cuda = self.device.type == "cuda" and active[0] != PROVIDER_NAMES["cpu"]
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self._foreground_tokens: int | None = (
+            int(inputs[NETWORK_FOREGROUND].shape[1]) if NETWORK_FOREGROUND in inputs else None)
 
-    def run(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the graph on ``crops``; float32 outputs on the runner's device."""
+    def _foreground_feed(self, crops: torch.Tensor,
+                         foreground: torch.Tensor | None) -> torch.Tensor | None:
+        """The foreground input of a masked graph (zeros, i.e. plain ToMe, when not given)."""
+        if self._foreground_tokens is None:
+            return None
+        shape = (crops.shape[0], self._foreground_tokens)
+        if foreground is None:
+            return torch.zeros(shape, dtype=torch.float32, device=crops.device)
+        if tuple(foreground.shape) != shape:
+            raise EngineError(f"foreground has shape {tuple(foreground.shape)}, the graph "
+                              f"{self.onnx_path.name} takes {shape}")
+        return foreground.detach().to(device=crops.device, dtype=torch.float32).contiguous()
+
+    def run(
+        self, crops: torch.Tensor, foreground: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Run the graph on ``crops``; float32 outputs on the runner's device.
+
+        ``foreground`` (B, tokens) feeds graphs of masked merge plans; others ignore it.
+        """
         check_crops(crops)
+        flags = self._foreground_feed(crops, foreground)
         if self._bind_cuda:
-            return self._run_bound(crops)
-        feed = crops.detach().to("cpu").contiguous().numpy()
-        values = self.session.run(list(NETWORK_OUTPUTS), {NETWORK_INPUT: feed})
+            return self._run_bound(crops, flags)
+        feed = {NETWORK_INPUT: crops.detach().to("cpu").contiguous().numpy()}
+        if flags is not None:
+            feed[NETWORK_FOREGROUND] = flags.cpu().numpy()
+        values = self.session.run(list(NETWORK_OUTPUTS), feed)
         return {
             key: torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
             for key, value in zip(NETWORK_OUTPUTS, values)
         }
 
-    def _run_bound(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _run_bound(self, crops: torch.Tensor,
+                   flags: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """I/O binding on torch CUDA tensors (no host copies)."""
         crops = crops.detach().to(self.device).contiguous()
         batch = crops.shape[0]
@@ -191,6 +217,10 @@ class OnnxRuntimeRunner:
         binding = self.session.io_binding()
         binding.bind_input(NETWORK_INPUT, "cuda", index, np.float32, tuple(crops.shape),
                            crops.data_ptr())
+        if flags is not None:
+            flags = flags.to(self.device).contiguous()
+            binding.bind_input(NETWORK_FOREGROUND, "cuda", index, np.float32,
+                               tuple(flags.shape), flags.data_ptr())
         outputs = {
             key: torch.empty((batch, *shape), dtype=torch.float32, device=self.device)
             for key, shape in NETWORK_OUTPUT_SHAPES.items()

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from fasthmr_ros.engines.base import (
+    NETWORK_FOREGROUND,
     NETWORK_INPUT,
     EngineError,
     check_crops,
@@ -250,10 +251,12 @@ def load_or_build_engine(
 
 def check_engine_io(inputs: Sequence[str], outputs: Sequence[str]) -> None:
     """Raise :class:`EngineError` unless an engine has this package's network signature."""
-    if list(inputs) != [NETWORK_INPUT] or sorted(outputs) != sorted(NETWORK_OUTPUTS):
+    known_inputs = ([NETWORK_INPUT], [NETWORK_INPUT, NETWORK_FOREGROUND])
+    if list(inputs) not in known_inputs or sorted(outputs) != sorted(NETWORK_OUTPUTS):
         raise EngineError(
             f"the TensorRT engine has inputs {list(inputs)} and outputs {list(outputs)}; "
-            f"expected [{NETWORK_INPUT}] -> {list(NETWORK_OUTPUTS)}. Rebuild it from a graph "
+            f"expected [{NETWORK_INPUT}] (plus {NETWORK_FOREGROUND} for a masked merge plan) "
+            f"-> {list(NETWORK_OUTPUTS)}. Rebuild it from a graph "
             "written by 'fasthmr export onnx' (force_engine_rebuild=True)."
         )
 
@@ -290,6 +293,12 @@ class TensorRTRunner:
         outputs = [n for n in names if n not in inputs]
         check_engine_io(inputs, outputs)
         self._input_dtype = torch_dtype(engine.get_tensor_dtype(NETWORK_INPUT))
+        #: Tokens per crop of a masked merge plan's foreground input (None: crops only).
+        self._foreground: tuple[int, torch.dtype] | None = None
+        if NETWORK_FOREGROUND in inputs:
+            tokens = int(tuple(engine.get_tensor_shape(NETWORK_FOREGROUND))[1])
+            self._foreground = (tokens,
+                                torch_dtype(engine.get_tensor_dtype(NETWORK_FOREGROUND)))
         self._output_dtypes = {n: torch_dtype(engine.get_tensor_dtype(n)) for n in outputs}
         self._lock = threading.Lock()  # one execution context: one call at a time
         self._own_stream: torch.cuda.Stream | None = None
@@ -303,12 +312,31 @@ class TensorRTRunner:
             self._own_stream = torch.cuda.Stream(self.device)
         return self._own_stream, current
 
-    def _run_chunk(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _foreground_input(self, crops: torch.Tensor,
+                          foreground: torch.Tensor | None) -> torch.Tensor | None:
+        """The foreground flags the engine takes (zeros, i.e. plain ToMe, when not given)."""
+        if self._foreground is None:
+            return None
+        tokens, dtype = self._foreground
+        shape = (crops.shape[0], tokens)
+        if foreground is None:
+            return torch.zeros(shape, dtype=dtype, device=self.device)
+        if tuple(foreground.shape) != shape:
+            raise EngineError(f"foreground has shape {tuple(foreground.shape)}, the engine "
+                              f"takes {shape}")
+        return foreground.detach().to(self.device, dtype).contiguous()
+
+    def _run_chunk(self, crops: torch.Tensor,
+                   flags: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         context = self._context
         if not context.set_input_shape(NETWORK_INPUT, tuple(crops.shape)):
             raise EngineError(f"TensorRT rejected input shape {tuple(crops.shape)} (profile "
                               f"{self.profile.shapes()[0]}..{self.profile.shapes()[2]}).")
         context.set_tensor_address(NETWORK_INPUT, crops.data_ptr())
+        if flags is not None:
+            if not context.set_input_shape(NETWORK_FOREGROUND, tuple(flags.shape)):
+                raise EngineError(f"TensorRT rejected foreground shape {tuple(flags.shape)}.")
+            context.set_tensor_address(NETWORK_FOREGROUND, flags.data_ptr())
         outputs: dict[str, torch.Tensor] = {}
         for name in NETWORK_OUTPUTS:
             shape = tuple(context.get_tensor_shape(name))
@@ -328,12 +356,19 @@ class TensorRTRunner:
             caller.wait_stream(stream)
         return {k: v if v.dtype == torch.float32 else v.float() for k, v in outputs.items()}
 
-    def run(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the engine on normalised crops ``(B, 3, 256, 256)``; float32 CUDA outputs."""
+    def run(
+        self, crops: torch.Tensor, foreground: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Run the engine on normalised crops ``(B, 3, 256, 256)``; float32 CUDA outputs.
+
+        ``foreground`` (B, tokens) feeds engines of masked merge plans; others ignore it.
+        """
         check_crops(crops)
         with self._lock, torch.cuda.device(self.device):
             crops = crops.detach().to(self.device, self._input_dtype).contiguous()
-            parts = [self._run_chunk(crops[start:stop])
+            flags = self._foreground_input(crops, foreground)
+            parts = [self._run_chunk(crops[start:stop],
+                                     None if flags is None else flags[start:stop])
                      for start, stop in self.profile.chunks(crops.shape[0])]
         if len(parts) == 1:
             return parts[0]

@@ -23,7 +23,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from fasthmr_ros.engines.base import NETWORK_INPUT, EngineError
+from fasthmr_ros.engines.base import NETWORK_FOREGROUND, NETWORK_INPUT, EngineError
 from fasthmr_ros.engines.engine_cache import write_atomically
 from fasthmr_ros.engines.tensorrt_versions import (
     BuildPlan,
@@ -305,10 +305,11 @@ def _parse_onnx(trt: types.ModuleType, network: Any, onnx_path: Path, logger: An
             "up to 17."
         )
     names = [network.get_input(i).name for i in range(network.num_inputs)]
-    if names != [NETWORK_INPUT]:
+    if names not in ([NETWORK_INPUT], [NETWORK_INPUT, NETWORK_FOREGROUND]):
         raise EngineBuildError(
-            f"{onnx_path} has inputs {names}; expected the single input '{NETWORK_INPUT}' "
-            "written by 'fasthmr export onnx'."
+            f"{onnx_path} has inputs {names}; expected '{NETWORK_INPUT}' (and "
+            f"'{NETWORK_FOREGROUND}' for a masked merge plan) as written by 'fasthmr export "
+            "onnx'."
         )
     return parser
 
@@ -372,6 +373,9 @@ def build_serialized_engine(
         config.set_flag(getattr(trt.BuilderFlag, flag))
     optimisation = builder.create_optimization_profile()
     optimisation.set_shape(NETWORK_INPUT, *profile.shapes())
+    if network.num_inputs > 1:  # a masked merge plan's per-token flags: same batch range
+        tokens = tuple(network.get_input(1).shape)[1:]
+        optimisation.set_shape(NETWORK_FOREGROUND, *profile.shapes(tokens))
     if config.add_optimization_profile(optimisation) < 0:
         raise EngineBuildError(f"invalid optimisation profile {profile.shapes()}")
     cache_path = Path(timing_cache_path) if timing_cache_path is not None else None

@@ -234,6 +234,12 @@ class TorchRunner:
             network = network.to(memory_format=torch.channels_last)
         self.network = network
         self.use_graphs = on_cuda if cuda_graphs is None else bool(cuda_graphs)
+        if network.uses_foreground:
+            if cuda_graphs:
+                raise EngineError("cuda_graphs=True cannot run a masked merge plan (its "
+                                  "foreground input is not captured); use cuda_graphs=False, "
+                                  "or a plan with tokens.mask 'none'.")
+            self.use_graphs = False
         self.compiled = bool(compile)
         function: NetworkFn = network
         if self.compiled:
@@ -273,15 +279,23 @@ class TorchRunner:
         crops = crops.to(self.device, dtype=self._input_dtype(), non_blocking=True)
         return crops.contiguous(memory_format=self.memory_format)
 
-    def run(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the network; float32 outputs on the runner's device."""
+    def run(
+        self, crops: torch.Tensor, foreground: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Run the network; float32 outputs on the runner's device.
+
+        ``foreground`` (B, tokens) is used by masked merge plans and ignored otherwise.
+        """
         check_crops(crops)
         with torch.inference_mode():
             prepared = self._prepare(crops)
             if self.graphs is not None:
                 return run_bucketed(prepared, self.buckets, self.graphs)
             with self._precision_context():
-                outputs = self.function(prepared)
+                if foreground is not None and self.network.uses_foreground:
+                    outputs = self.function(prepared, foreground.to(self.device))
+                else:
+                    outputs = self.function(prepared)
             return {key: outputs[key].float() for key in NETWORK_OUTPUTS}
 
 

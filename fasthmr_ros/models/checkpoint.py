@@ -323,6 +323,7 @@ def load_hand_regressor(
     checkpoint: str | Path,
     mano_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
+    merge_plan: Any = None,
 ) -> HandMeshRegressor:
     """Load a hand regressor in eval mode (see :func:`fasthmr_ros.load_hand_regressor`)."""
     path, config_path = resolve_checkpoint(checkpoint)
@@ -361,4 +362,8 @@ def load_hand_regressor(
     model.is_test_asset = bool(data.get("fasthmr_test_asset", False))
     if model.is_test_asset:
         log.warning("%s is a test asset: RANDOM weights, the meshes mean nothing", path)
+    if merge_plan is not None:
+        from fasthmr_ros.models.merge_plan import apply_merge_plan
+
+        apply_merge_plan(model, merge_plan)
     return model.eval().to(device)

@@ -171,9 +171,13 @@ class ManoHead(nn.Module):
         self.register_buffer("init_cam", torch.tensor([[4.0, 0.0, 0.0]]))
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Map (B, C, h, w) features to ``global_orient``, ``hand_pose``, ``betas``, ``cam``."""
+        """Map (B, C, h, w) features to ``global_orient``, ``hand_pose``, ``betas``, ``cam``.
+
+        ``features`` may also be a token set (B, M, C) of any length M (a token-merged ViT):
+        the cross-attention reads it as the context directly.
+        """
         b = features.shape[0]
-        context = features.flatten(2).transpose(1, 2)
+        context = features if features.ndim == 3 else features.flatten(2).transpose(1, 2)
         token = self.transformer(context)
         pose6d = self.decpose(token) + self.init_hand_pose
         betas = self.decshape(token) + self.init_betas

@@ -61,6 +61,9 @@ def save_regressor(
     """
     from fasthmr_ros.models.checkpoint import FASTHMR_FORMAT
 
+    if "merge_plan" in model.config:
+        raise ValueError("this model has a merge plan applied; save the unmerged model and "
+                         "keep the plan file beside it (plans are applied at load time)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {

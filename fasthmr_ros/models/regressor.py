@@ -87,18 +87,36 @@ class HandMeshRegressor(nn.Module):
         """The mesh model the regressor outputs (MANO)."""
         return self.mano.info
 
-    def forward_network(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run backbone and head: ``global_orient``, ``hand_pose``, ``betas``, ``cam``."""
-        return self.mano_head(self.backbone(central_window(crops)))
+    @property
+    def uses_foreground(self) -> bool:
+        """Whether the network takes per-token foreground flags (a masked merge plan)."""
+        from fasthmr_ros.models.merge_plan import needs_foreground
+
+        return needs_foreground(self)
+
+    def forward_network(
+        self, crops: torch.Tensor, foreground: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Run backbone and head: ``global_orient``, ``hand_pose``, ``betas``, ``cam``.
+
+        ``foreground`` (B, tokens): per-token flags for a ViT with a masked merge plan
+        (:mod:`fasthmr_ros.models.merge_plan`); other backbones take none.
+        """
+        window = central_window(crops)
+        if foreground is None:
+            return self.mano_head(self.backbone(window))
+        return self.mano_head(self.backbone(window, foreground))
 
     def run_mano(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Add ``vertices`` and ``joints`` to network outputs ``params``."""
         vertices, joints = self.mano(params["global_orient"], params["hand_pose"], params["betas"])
         return {"vertices": vertices, "joints": joints, **params}
 
-    def forward(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the whole model on normalised crops."""
-        return self.run_mano(self.forward_network(crops))
+    def forward(
+        self, crops: torch.Tensor, foreground: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Run the whole model on normalised crops (``foreground``: see forward_network)."""
+        return self.run_mano(self.forward_network(crops, foreground))
 
 
 def build_hand_regressor(config: RegressorConfig, mano: ManoLayer) -> HandMeshRegressor:

@@ -15,6 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fasthmr_ros.models.token_merging import (
+    TokenMergeSettings,
+    TokenState,
+    bipartite_merge,
+    proportional_bias,
+)
+
 
 @dataclass(frozen=True)
 class ViTConfig:
@@ -67,11 +74,24 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attend over the token axis of ``x`` (B, N, C)."""
+        return self.attend(x)[0]
+
+    def attend(
+        self, x: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention output and the keys averaged over heads (B, N, C / heads).
+
+        ``bias`` (broadcastable to (B, heads, N, N)) is added to the logits: token merging's
+        proportional attention passes ``log(size)`` on the key axis.
+        """
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        if bias is None:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        return self.proj(out.transpose(1, 2).reshape(b, n, c)), k.mean(dim=1)
 
 
 class Mlp(nn.Module):
@@ -104,6 +124,18 @@ class Block(nn.Module):
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
+    def forward_merging(
+        self, x: torch.Tensor, merges: int, state: TokenState
+    ) -> tuple[torch.Tensor, TokenState]:
+        """Run the block with ``merges`` token merges between attention and MLP.
+
+        This is ToMe's placement; attention is proportional (``log(size)`` bias). Returns the
+        fewer tokens and their state.
+        """
+        attended, keys = self.attn.attend(self.norm1(x), proportional_bias(state.size))
+        x, state = bipartite_merge(x + attended, keys, merges, state)
+        return x + self.mlp(self.norm2(x)), state
+
 
 class PatchEmbed(nn.Module):
     """Strided convolution that turns an image into a grid of patch tokens."""
@@ -131,7 +163,15 @@ class VisionTransformer(nn.Module):
     token: ``tokens + pos_embed[:, 1:] + pos_embed[:, :1]``. An input of another size than
     ``cfg.img_size`` gets a bicubically resized position embedding (a training-free speed-up
     whose accuracy cost must be measured).
+
+    With :attr:`token_merging` set (by a merge plan, :mod:`fasthmr_ros.models.merge_plan`) the
+    first blocks merge tokens (:mod:`fasthmr_ros.models.token_merging`) and ``forward`` returns
+    the reduced token set ``(B, M, C)`` instead of a feature map; the heads' cross-attention
+    reads either. ``foreground`` ``(B, rows*cols)`` bool then protects foreground tokens.
     """
+
+    #: Token merging schedule, or ``None`` (every block sees every token).
+    token_merging: TokenMergeSettings | None = None
 
     def __init__(self, cfg: ViTConfig = VIT_HUGE) -> None:
         super().__init__()
@@ -158,12 +198,55 @@ class VisionTransformer(nn.Module):
         grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", align_corners=False)
         return grid.flatten(2).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map (B, 3, H, W) to (B, C, H', W') features."""
+    def forward(
+        self, x: torch.Tensor, foreground: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Map (B, 3, H, W) to (B, C, H', W') features, or (B, M, C) tokens when merging."""
+        if self.token_merging is None:
+            if foreground is not None:
+                raise ValueError("a foreground mask was given but this ViT merges no tokens "
+                                 "(no merge plan with tokens.mask is applied)")
+            feats = self.patch_embed(x)
+            b, c, rows, cols = feats.shape
+            tokens = feats.flatten(2).transpose(1, 2) + self.position_embedding(rows, cols)
+            for block in self.blocks:
+                tokens = block(tokens)
+            tokens = self.last_norm(tokens)
+            return tokens.transpose(1, 2).reshape(b, c, rows, cols)
+        return self.forward_tokens(x, foreground)[0]
+
+    def forward_tokens(
+        self,
+        x: torch.Tensor,
+        foreground: torch.Tensor | None = None,
+        track_source: bool = False,
+    ) -> tuple[torch.Tensor, TokenState]:
+        """Final tokens (B, M, C) and their :class:`TokenState` under :attr:`token_merging`.
+
+        ``foreground`` (B, rows*cols) marks tokens that must never be merged (used only when
+        the schedule's ``use_mask`` is set); ``track_source`` records which input tokens every
+        output token holds (``state.source``, (B, M, rows*cols)).
+        """
         feats = self.patch_embed(x)
-        b, c, rows, cols = feats.shape
+        b, _, rows, cols = feats.shape
         tokens = feats.flatten(2).transpose(1, 2) + self.position_embedding(rows, cols)
-        for block in self.blocks:
-            tokens = block(tokens)
-        tokens = self.last_norm(tokens)
-        return tokens.transpose(1, 2).reshape(b, c, rows, cols)
+        n = int(tokens.shape[1])  # a constant under tracing: merged graphs have static counts
+        settings = self.token_merging
+        schedule = settings.schedule(n) if settings is not None else []
+        state = TokenState()
+        if settings is not None and settings.use_mask and foreground is not None:
+            if foreground.ndim != 2 or int(foreground.shape[1]) != n:
+                raise ValueError(f"foreground must have shape (batch, {n}) (one flag per token), "
+                                 f"got {tuple(foreground.shape)}")
+            state.foreground = foreground.to(device=tokens.device) > 0
+        if track_source:
+            state.source = torch.eye(n, device=tokens.device, dtype=tokens.dtype).expand(
+                b, n, n)
+        for index, block in enumerate(self.blocks):
+            if index < len(schedule):
+                tokens, state = block.forward_merging(tokens, schedule[index], state)
+            elif state.size is not None:
+                tokens, state = block.forward_merging(tokens, 0, state)
+            else:
+                tokens = block(tokens)
+        return self.last_norm(tokens), state

@@ -29,6 +29,7 @@ from fasthmr_ros.pipeline.crop import (
     check_image,
     crop_hand,
 )
+from fasthmr_ros.pipeline.foreground import hand_foreground_tokens
 from fasthmr_ros.pipeline.results import LEFT, CameraIntrinsics, HandBox, HandResult
 
 #: Mirror across the camera's y-z plane (x -> -x).
@@ -113,6 +114,9 @@ class HandMeshPipeline:
         self.info: MeshModelInfo = info if isinstance(info, MeshModelInfo) else mano_info(faces)
         self.rescale_factor = float(rescale_factor)
         self.timings = StageTimings()
+        #: Whether the network takes per-token foreground flags (a masked merge plan); they
+        #: are then made from each hand's landmarks (:mod:`fasthmr_ros.pipeline.foreground`).
+        self.uses_foreground = bool(getattr(regressor, "uses_foreground", False))
 
     def faces_for_side(self, side: str) -> np.ndarray:
         """Faces with outward normals for a hand of ``side``."""
@@ -131,13 +135,30 @@ class HandMeshPipeline:
         ]
         return batch, transforms
 
-    def run_network(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Run the regressor on a crop batch and return its outputs as float32 numpy arrays."""
+    def make_foreground(
+        self, boxes: Sequence[HandBox], transforms: Sequence[CropTransform]
+    ) -> np.ndarray | None:
+        """Per-token foreground flags ``(N, 192)`` when the network uses them, else ``None``."""
+        if not self.uses_foreground:
+            return None
+        return hand_foreground_tokens(boxes, transforms)
+
+    def run_network(
+        self, batch: np.ndarray, foreground: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run the regressor on a crop batch and return its outputs as float32 numpy arrays.
+
+        ``foreground`` (N, tokens) goes to networks with a masked merge plan only.
+        """
         import torch
 
         crops = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         with torch.inference_mode():
-            outputs = self.regressor(crops)
+            if foreground is None:
+                outputs = self.regressor(crops)
+            else:
+                flags = torch.from_numpy(np.ascontiguousarray(foreground)).to(self.device)
+                outputs = self.regressor(crops, foreground=flags)
         missing = [k for k in REQUIRED_OUTPUTS if k not in outputs]
         if missing:
             raise ValueError(
@@ -236,8 +257,10 @@ class HandMeshPipeline:
             return []
         start = time.perf_counter()
         batch, transforms = self.make_batch(image_rgb, boxes)
+        foreground = self.make_foreground(boxes, transforms)
         cropped = time.perf_counter()
-        outputs = self.run_network(batch)  # returns host arrays: GPU work has finished
+        # Returns host arrays: GPU work has finished.
+        outputs = self.run_network(batch, foreground)
         networked = time.perf_counter()
         results = self.to_results(outputs, boxes, transforms, camera)
         done = time.perf_counter()

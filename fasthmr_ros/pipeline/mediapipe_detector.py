@@ -166,6 +166,11 @@ class MediaPipeHandDetector:
             hand-landmark box and an arm box are the same hand.
         palm_side_min_score: hand-classifier score above which its side beats the arm's.
         pose_box_scale: half side of an arm box in wrist-to-knuckle distances.
+        person_segmentation: let the pose model (the same instance, no second one) also
+            segment the person (MediaPipe's ``enable_segmentation``); after each
+            :meth:`detect`, :attr:`person_mask` holds the frame-sized 0..1 mask (``None`` when
+            no person was found), the foreground for mask-guided token merging of bodies
+            (:func:`fasthmr_ros.pipeline.foreground.mask_foreground_tokens`).
 
     """
 
@@ -193,6 +198,7 @@ class MediaPipeHandDetector:
         arm_match_overlap: float = 0.5,
         palm_side_min_score: float = 0.9,
         pose_box_scale: float = 1.0,
+        person_segmentation: bool = False,
     ) -> None:
         if int(max_hands) < 1:
             raise ValueError(f"max_hands must be at least 1, got {max_hands}")
@@ -231,6 +237,11 @@ class MediaPipeHandDetector:
         self.mirrored_input = bool(mirrored_input)
         self.video_mode = bool(video_mode)
         self.pose_box_scale = float(pose_box_scale)
+        if person_segmentation and not use_pose:
+            raise ValueError("person_segmentation needs the pose model: set use_pose=True")
+        self.person_segmentation = bool(person_segmentation)
+        #: Person mask of the last frame (H x W float32, 0..1) with ``person_segmentation``.
+        self.person_mask: np.ndarray | None = None
         self.search_tiles = bool(search_tiles)
         self.search_tile_fraction = float(search_tile_fraction)
         self.search_tile_overlap = float(search_tile_overlap)
@@ -271,6 +282,7 @@ class MediaPipeHandDetector:
                 model_complexity=self.pose_model_complexity,
                 min_detection_confidence=self.min_pose_confidence,
                 min_tracking_confidence=self.min_pose_confidence,
+                enable_segmentation=self.person_segmentation,
             )
             if self.refine_pose_hands:
                 self._refiner = mp_hands.Hands(
@@ -392,6 +404,9 @@ class MediaPipeHandDetector:
     def _arm_boxes(self, rgb: np.ndarray) -> list[HandBox]:
         """Hand boxes hung on the arms found by the pose model."""
         result = self._pose.process(rgb)
+        if self.person_segmentation:
+            mask = getattr(result, "segmentation_mask", None)
+            self.person_mask = None if mask is None else np.asarray(mask, dtype=np.float32)
         if result.pose_landmarks is None:
             return []
         height, width = rgb.shape[:2]

@@ -83,11 +83,13 @@ def build_pipeline(
 
     try:
         regressor = load_hand_regressor(
-            params["checkpoint"], mano_dir=params["mano_dir"] or None, device=params["device"]
+            params["checkpoint"], mano_dir=params["mano_dir"] or None, device=params["device"],
+            merge_plan=params["merge_plan"] or None,
         )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:  # missing/bad files, no GPU
         raise ParameterError(f"cannot load the model (checkpoint {params['checkpoint']!r}, "
-                             f"mano_dir {params['mano_dir']!r}, device {params['device']!r}): "
+                             f"mano_dir {params['mano_dir']!r}, merge_plan "
+                             f"{params['merge_plan']!r}, device {params['device']!r}): "
                              f"{exc}") from exc
     options = {}
     if params["engine"] != "torch" and params["engine_cache_dir"]:

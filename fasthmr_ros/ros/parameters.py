@@ -148,6 +148,9 @@ HAND_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
                   "buffers stored in the checkpoint", read_only=True),
     ParameterSpec("device", STRING, "cpu", "torch device: cpu, cuda or cuda:N", read_only=True,
                   check=_check_device),
+    ParameterSpec("merge_plan", STRING, "", "FastHMR merge plan (JSON) for the ViT teacher: "
+                  "folds blocks and merges background tokens, training-free ('fasthmr merge "
+                  "calibrate' writes one); empty: the model as trained", read_only=True),
     ParameterSpec("engine", STRING, "torch", "inference engine: torch, onnxruntime or "
                   "tensorrt (built on first use and cached)", read_only=True, choices=ENGINES),
     ParameterSpec("precision", STRING, "fp32", "network precision (fp16 and bf16 need a GPU)",
