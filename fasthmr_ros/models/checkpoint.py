@@ -26,9 +26,9 @@ from typing import Any
 import torch
 import yaml
 
+from fasthmr_ros.models.decoder_head import HeadConfig
 from fasthmr_ros.models.mano import ManoLayer, mano_data_from_buffers
 from fasthmr_ros.models.mano_files import check_mano_arrays, find_mano_file, load_mano_file
-from fasthmr_ros.models.mano_head import HeadConfig
 from fasthmr_ros.models.regressor import HandMeshRegressor, RegressorConfig, build_hand_regressor
 from fasthmr_ros.models.vit import VIT_HUGE, ViTConfig
 
