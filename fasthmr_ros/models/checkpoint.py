@@ -421,6 +421,7 @@ def _load_regressor(
     path, config_path = resolve_checkpoint(checkpoint, family)
     data = read_checkpoint(path)
     state = _state_dict_of(data, path)
+    _refuse_other_family(data, path, family)
     if family is HMR2:
         mesh_model: nn.Module = build_smpl(state, mesh_dir, path)
     else:
@@ -436,7 +437,6 @@ def _load_regressor(
 
             return build_regressor_from_config(config_dict, mesh_model)
     else:
-        _refuse_other_family(data, path, family)
         yaml_config = None
         if config_path is not None:
             with open(config_path, encoding="utf-8") as stream:

@@ -87,8 +87,9 @@ class DecoderCrossAttention(nn.Module):
         super().__init__()
         inner = cfg.heads * cfg.dim_head
         self.heads = cfg.heads
-        self.to_q = nn.Linear(cfg.dim, inner, bias=False)
+        # Defined in the official modules' order (to_kv first), so state dicts list alike.
         self.to_kv = nn.Linear(cfg.context_dim, inner * 2, bias=False)
+        self.to_q = nn.Linear(cfg.dim, inner, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner, cfg.dim))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

@@ -313,8 +313,9 @@ def read_array_file(path: str | os.PathLike[str], kind: str, model: str) -> np.n
         if len(arrays) != 1:
             raise ValueError(f"{path}: expected one array, found {sorted(arrays)}")
         return next(iter(arrays.values()))
+    raw = read_model_pickle(path, kind, model)
     try:
-        return _to_array(read_model_pickle(path, kind, model))
+        return _to_array(raw)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{path}: not {kind} ({exc})") from exc
 
