@@ -306,3 +306,15 @@ def test_pelvis_and_camera_conventions(body_assets) -> None:
     hips = (joints[names.index("left_hip")] + joints[names.index("right_hip")]) / 2
     assert torch.linalg.norm(joints[39] - hips) < 0.1
     assert out["cam"][0, 0] > 0 and math.isfinite(float(out["cam"].sum()))
+
+
+def test_cli_make_test_assets_writes_loadable_bodies(tmp_path, capsys) -> None:
+    from fasthmr_ros.cli.main import main
+
+    assert main(["make-test-assets", str(tmp_path), "--models", "bodies"]) == 0
+    printed = capsys.readouterr().out
+    assert "RANDOM weights" in printed and "4DHumans/data" in printed
+    assert not (tmp_path / "_DATA").exists()
+    run1 = tmp_path / "4DHumans/logs/train/multiruns/hmr2/1"
+    model = load_body_regressor(run1, smpl_dir=tmp_path / "4DHumans" / "data")
+    assert model.is_test_asset and (run1 / "model_config.yaml").is_file()
