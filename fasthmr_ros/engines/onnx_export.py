@@ -38,10 +38,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fasthmr_ros.engines.base import NETWORK_INPUT, NETWORK_OUTPUT_SHAPES, EngineError
+from fasthmr_ros.engines.base import (
+    NETWORK_INPUT,
+    EngineError,
+    describe_layouts,
+    layout_of_outputs,
+)
 from fasthmr_ros.engines.network import NetworkModule
 from fasthmr_ros.models.constants import CROP_SIZE
-from fasthmr_ros.models.regressor import NETWORK_OUTPUTS, HandMeshRegressor
+from fasthmr_ros.models.regressor import MeshRegressor
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +64,7 @@ METADATA_KEYS = ("fasthmr_config", "fasthmr_input_scale", "fasthmr_fingerprint",
 
 
 class _OutputTuple(nn.Module):
-    """Return the network outputs as a tuple in :data:`NETWORK_OUTPUTS` order (ONNX outputs)."""
+    """Return the network outputs as a tuple in ``network.output_names`` order (ONNX outputs)."""
 
     def __init__(self, network: NetworkModule) -> None:
         super().__init__()
@@ -67,10 +72,10 @@ class _OutputTuple(nn.Module):
 
     def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outputs = self.network(crops)
-        return tuple(outputs[key] for key in NETWORK_OUTPUTS)
+        return tuple(outputs[key] for key in self.network.output_names)
 
 
-def fingerprint(regressor: HandMeshRegressor, input_scale: float = 1.0) -> str:
+def fingerprint(regressor: MeshRegressor, input_scale: float = 1.0) -> str:
     """A hex digest of the network's configuration, weights and input scale (MANO excluded).
 
     Two regressors with the same fingerprint export to the same graph; engine caches key on it.
@@ -145,7 +150,7 @@ def _check_opset(opset: int) -> None:
 
 
 def export_onnx(
-    regressor: HandMeshRegressor,
+    regressor: MeshRegressor,
     path: str | Path,
     *,
     input_scale: float = 1.0,
@@ -157,7 +162,7 @@ def export_onnx(
     """Export ``regressor``'s network to ``path`` and check it; return ``path``.
 
     Args:
-        regressor: a hand regressor (teacher or student) with float32 weights.
+        regressor: a hand or body regressor (teacher or student) with float32 weights.
         path: the ``.onnx`` file to write (its folder is created).
         input_scale: resolution of the backbone window relative to 256x192 (see
             :mod:`fasthmr_ros.engines.network`); baked into the graph.
@@ -184,7 +189,7 @@ def export_onnx(
             "checkpoint before any half-precision conversion."
         )
     example = torch.zeros(TRACE_BATCH, 3, CROP_SIZE, CROP_SIZE, device=first.device)
-    dynamic_axes = {name: {0: "batch"} for name in (NETWORK_INPUT, *NETWORK_OUTPUTS)}
+    dynamic_axes = {name: {0: "batch"} for name in (NETWORK_INPUT, *network.output_names)}
     path.parent.mkdir(parents=True, exist_ok=True)
     steps = tqdm(total=4, desc=f"export {path.name}", disable=not progress, unit="step")
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
@@ -200,7 +205,7 @@ def export_onnx(
                 dynamo=False,
                 opset_version=opset,
                 input_names=[NETWORK_INPUT],
-                output_names=list(NETWORK_OUTPUTS),
+                output_names=list(network.output_names),
                 dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
             )
@@ -252,17 +257,19 @@ def check_graph_signature(path: str | Path) -> None:
     model = onnx.load(str(path), load_external_data=False)
     inputs = [i.name for i in model.graph.input]
     outputs = [o.name for o in model.graph.output]
-    if inputs != [NETWORK_INPUT] or outputs != list(NETWORK_OUTPUTS):
+    layout = layout_of_outputs(outputs)
+    if inputs != [NETWORK_INPUT] or layout is None or outputs != list(layout.outputs):
         raise EngineError(
             f"{path} is not a fasthmr network graph: inputs {inputs}, outputs {outputs}; "
-            f"expected [{NETWORK_INPUT}] -> {list(NETWORK_OUTPUTS)} "
+            f"expected [{NETWORK_INPUT}] -> {describe_layouts()} "
             "(write it with 'fasthmr export onnx')."
         )
+    shapes = layout.output_shapes
     for output in model.graph.output:
         dims = [d.dim_value for d in output.type.tensor_type.shape.dim[1:]]
-        if tuple(dims) != NETWORK_OUTPUT_SHAPES[output.name]:
+        if tuple(dims) != shapes[output.name]:
             raise EngineError(f"{path}: output {output.name} has shape (batch, {dims}), "
-                              f"expected (batch, {NETWORK_OUTPUT_SHAPES[output.name]}).")
+                              f"expected (batch, {shapes[output.name]}).")
 
 
 def default_cache_dir() -> Path:
@@ -274,7 +281,7 @@ def default_cache_dir() -> Path:
 
 
 def cached_export(
-    regressor: HandMeshRegressor,
+    regressor: MeshRegressor,
     cache_dir: str | Path | None = None,
     *,
     input_scale: float = 1.0,
@@ -293,7 +300,7 @@ def cached_export(
 
 
 def export_unless_current(
-    regressor: HandMeshRegressor,
+    regressor: MeshRegressor,
     path: str | Path,
     *,
     input_scale: float = 1.0,
@@ -319,7 +326,7 @@ def export_unless_current(
                        network_fingerprint=key)
 
 
-def graph_for_engine(regressor: HandMeshRegressor, options: Mapping[str, Any]) -> Path:
+def graph_for_engine(regressor: MeshRegressor, options: Mapping[str, Any]) -> Path:
     """The ONNX graph an engine runs, from its factory ``options``.
 
     ``onnx_path`` names an exported graph, which must have this package's signature and, when

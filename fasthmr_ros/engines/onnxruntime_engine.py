@@ -25,14 +25,14 @@ import torch
 
 from fasthmr_ros.engines.base import (
     NETWORK_INPUT,
-    NETWORK_OUTPUT_SHAPES,
     EngineError,
     check_crops,
+    layout_of_outputs,
     parse_device,
     register_engine,
     reject_unknown_options,
 )
-from fasthmr_ros.models.regressor import NETWORK_OUTPUTS, HandMeshRegressor
+from fasthmr_ros.models.regressor import MeshRegressor
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,9 @@ class OnnxRuntimeRunner:
         self.precision = precision
         self.name = f"onnxruntime-{precision}-{active[0].replace('ExecutionProvider', '')}"
         self._bind_cuda = self.device.type == "cuda" and active[0] != PROVIDER_NAMES["cpu"]
+        # The graph's own outputs (checked against a known layout above): hands or bodies.
+        layout = layout_of_outputs([o.name for o in self.session.get_outputs()])
+        self.output_shapes: dict[str, tuple[int, ...]] = layout.output_shapes
 
     def run(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run the graph on ``crops``; float32 outputs on the runner's device."""
@@ -177,10 +180,10 @@ class OnnxRuntimeRunner:
         if self._bind_cuda:
             return self._run_bound(crops)
         feed = crops.detach().to("cpu").contiguous().numpy()
-        values = self.session.run(list(NETWORK_OUTPUTS), {NETWORK_INPUT: feed})
+        values = self.session.run(list(self.output_shapes), {NETWORK_INPUT: feed})
         return {
             key: torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
-            for key, value in zip(NETWORK_OUTPUTS, values)
+            for key, value in zip(self.output_shapes, values)
         }
 
     def _run_bound(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -193,7 +196,7 @@ class OnnxRuntimeRunner:
                            crops.data_ptr())
         outputs = {
             key: torch.empty((batch, *shape), dtype=torch.float32, device=self.device)
-            for key, shape in NETWORK_OUTPUT_SHAPES.items()
+            for key, shape in self.output_shapes.items()
         }
         for key, tensor in outputs.items():
             binding.bind_output(key, "cuda", index, np.float32, tuple(tensor.shape),
@@ -204,7 +207,7 @@ class OnnxRuntimeRunner:
 
 
 def create_onnxruntime_runner(
-    regressor: HandMeshRegressor,
+    regressor: MeshRegressor,
     precision: str = "fp32",
     device: str | torch.device = "cpu",
     **options: Any,

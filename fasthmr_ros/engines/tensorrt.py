@@ -37,6 +37,8 @@ from fasthmr_ros.engines.base import (
     NETWORK_INPUT,
     EngineError,
     check_crops,
+    describe_layouts,
+    layout_of_outputs,
     parse_device,
     register_engine,
     reject_unknown_options,
@@ -62,7 +64,7 @@ from fasthmr_ros.engines.tensorrt_versions import (
     plan_build,
     torch_dtype,
 )
-from fasthmr_ros.models.regressor import NETWORK_OUTPUTS, HandMeshRegressor
+from fasthmr_ros.models.regressor import MeshRegressor
 
 LOGGER = logging.getLogger(__name__)
 
@@ -250,10 +252,10 @@ def load_or_build_engine(
 
 def check_engine_io(inputs: Sequence[str], outputs: Sequence[str]) -> None:
     """Raise :class:`EngineError` unless an engine has this package's network signature."""
-    if list(inputs) != [NETWORK_INPUT] or sorted(outputs) != sorted(NETWORK_OUTPUTS):
+    if list(inputs) != [NETWORK_INPUT] or layout_of_outputs(outputs) is None:
         raise EngineError(
             f"the TensorRT engine has inputs {list(inputs)} and outputs {list(outputs)}; "
-            f"expected [{NETWORK_INPUT}] -> {list(NETWORK_OUTPUTS)}. Rebuild it from a graph "
+            f"expected [{NETWORK_INPUT}] -> {describe_layouts()}. Rebuild it from a graph "
             "written by 'fasthmr export onnx' (force_engine_rebuild=True)."
         )
 
@@ -289,6 +291,7 @@ class TensorRTRunner:
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
         check_engine_io(inputs, outputs)
+        self.output_names: tuple[str, ...] = tuple(outputs)
         self._input_dtype = torch_dtype(engine.get_tensor_dtype(NETWORK_INPUT))
         self._output_dtypes = {n: torch_dtype(engine.get_tensor_dtype(n)) for n in outputs}
         self._lock = threading.Lock()  # one execution context: one call at a time
@@ -310,7 +313,7 @@ class TensorRTRunner:
                               f"{self.profile.shapes()[0]}..{self.profile.shapes()[2]}).")
         context.set_tensor_address(NETWORK_INPUT, crops.data_ptr())
         outputs: dict[str, torch.Tensor] = {}
-        for name in NETWORK_OUTPUTS:
+        for name in self.output_names:
             shape = tuple(context.get_tensor_shape(name))
             if any(dim < 0 for dim in shape):
                 raise EngineError(f"TensorRT could not resolve the shape of output {name}: "
@@ -337,11 +340,11 @@ class TensorRTRunner:
                      for start, stop in self.profile.chunks(crops.shape[0])]
         if len(parts) == 1:
             return parts[0]
-        return {key: torch.cat([part[key] for part in parts]) for key in NETWORK_OUTPUTS}
+        return {key: torch.cat([part[key] for part in parts]) for key in self.output_names}
 
 
 def create_tensorrt_runner(
-    regressor: HandMeshRegressor,
+    regressor: MeshRegressor,
     precision: str = "fp16",
     device: str | torch.device = "cuda:0",
     **options: Any,

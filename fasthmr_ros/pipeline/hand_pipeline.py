@@ -27,15 +27,24 @@ from fasthmr_ros.pipeline.crop import (
     check_image,
     crop_hand,
 )
+from fasthmr_ros.pipeline.network_batch import run_regressor
 from fasthmr_ros.pipeline.results import LEFT, CameraIntrinsics, HandBox, HandResult
 
 #: Mirror across the camera's y-z plane (x -> -x).
 MIRROR_X = np.diag([-1.0, 1.0, 1.0])
 
-#: Output keys every regressor must return (see :func:`fasthmr_ros.load_hand_regressor`).
-REQUIRED_OUTPUTS: tuple[str, ...] = (
-    "vertices", "joints", "cam", "global_orient", "hand_pose", "betas",
-)
+#: Output shapes (without the batch axis) every hand regressor must return (see
+#: :func:`fasthmr_ros.load_hand_regressor`).
+HAND_OUTPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "vertices": (NUM_VERTICES, 3),
+    "joints": (NUM_JOINTS, 3),
+    "cam": (3,),
+    "global_orient": (1, 3, 3),
+    "hand_pose": (15, 3, 3),
+    "betas": (10,),
+}
+#: Output keys every hand regressor must return.
+REQUIRED_OUTPUTS: tuple[str, ...] = tuple(HAND_OUTPUT_SHAPES)
 
 
 def left_hand_faces(faces: np.ndarray) -> np.ndarray:
@@ -126,37 +135,8 @@ class HandMeshPipeline:
 
     def run_network(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run the regressor on a crop batch and return its outputs as float32 numpy arrays."""
-        import torch
-
-        crops = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        with torch.inference_mode():
-            outputs = self.regressor(crops)
-        missing = [k for k in REQUIRED_OUTPUTS if k not in outputs]
-        if missing:
-            raise ValueError(
-                f"regressor output lacks {missing}; it must follow the load_hand_regressor "
-                f"contract (keys {list(REQUIRED_OUTPUTS)})"
-            )
-        arrays = {}
-        for key in REQUIRED_OUTPUTS:
-            value = outputs[key]
-            if isinstance(value, torch.Tensor):
-                value = value.detach().float().cpu().numpy()
-            arrays[key] = np.asarray(value, dtype=np.float32)
-        n = len(batch)
-        expected = {
-            "vertices": (n, NUM_VERTICES, 3),
-            "joints": (n, NUM_JOINTS, 3),
-            "cam": (n, 3),
-            "global_orient": (n, 1, 3, 3),
-            "hand_pose": (n, 15, 3, 3),
-            "betas": (n, 10),
-        }
-        for key, shape in expected.items():
-            if arrays[key].shape != shape:
-                raise ValueError(f"regressor output {key!r} has shape {arrays[key].shape}, "
-                                 f"expected {shape}")
-        return arrays
+        return run_regressor(self.regressor, batch, self.device, HAND_OUTPUT_SHAPES,
+                             "load_hand_regressor")
 
     def to_results(
         self,
