@@ -18,6 +18,11 @@ from fasthmr_ros.cli.main import CommandError
 CHECKPOINT_HELP = "hamer.ckpt, its _DATA or hamer_ckpts folder, or a student checkpoint"
 #: Help of ``--mano-dir``.
 MANO_DIR_HELP = "folder with MANO_RIGHT.pkl (default: MANO stored in the checkpoint)"
+#: Help of ``--smpl-dir``.
+SMPL_DIR_HELP = (
+    "folder with SMPL_NEUTRAL.pkl, or 4D-Humans' data/ folder (default: SMPL stored in the "
+    "checkpoint)"
+)
 #: Printed before and after the output of a run on random-weights test assets.
 RANDOM_WEIGHTS_WARNING = (
     "WARNING: this checkpoint was written by 'fasthmr make-test-assets': its weights are RANDOM "

@@ -1,15 +1,18 @@
-"""Per-stage latency of the hand path over model x engine x precision x batch x input scale.
+"""Per-stage latency of the hand and body paths over model x engine x precision x batch x scale.
 
-Every variant processes the same synthetic 640x480 frame with ``batch`` hand boxes through the
-stages a node runs, each timed separately (with ``torch.cuda.synchronize`` on a GPU):
+Every variant processes the same synthetic 640x480 frame with ``batch`` hand boxes (person boxes
+for body models) through the stages a node runs, each timed separately (with
+``torch.cuda.synchronize`` on a GPU):
 
 * ``decode``: JPEG bytes to an RGB frame (OpenCV), as for a compressed image topic;
 * ``detect``: the hand detector on that frame, when one is given (its boxes are not used, so
   that every variant reconstructs the same ``batch`` hands);
-* ``crop``: the pipeline's crops of every box into one ``(B, 3, 256, 256)`` batch, on the device;
+* ``crop``: the pipeline's crops of every box into one ``(B, 3, 256, 256)`` batch, on the device
+  (HaMeR's hand crops, HMR2.0's person crops);
 * ``network``: the engine (backbone + head);
-* ``mano``: MANO in PyTorch;
-* ``post``: outputs to host arrays and to camera-frame :class:`HandResult` objects;
+* ``mesh``: the mesh model in PyTorch (MANO for hands, SMPL with HMR2.0's 44 joints for bodies);
+* ``post``: outputs to host arrays and to camera-frame :class:`HandResult` /
+  :class:`BodyResult` objects;
 * ``serialize``: the results to the bytes of an output message, when a serializer is given
   (the ROS layer passes ``HandMeshArray`` CDR encoding).
 
@@ -21,7 +24,9 @@ not accuracy: with random weights it says nothing about accuracy).
 
 Model names: ``teacher`` (HaMeR's ViT-H with random weights built in memory, or a checkpoint
 given with ``name=PATH``), ``small`` (the tiny test configuration), any timm name (a student
-with HaMeR's head and random weights) or a checkpoint path.
+with HaMeR's head and random weights) or a checkpoint path. Body models: ``body`` (HMR2.0's
+ViT-H with random weights and a synthetic SMPL), ``body-small`` (the tiny configuration), or an
+HMR2.0 checkpoint as ``body=PATH`` (any name starting with ``body``).
 """
 
 from __future__ import annotations
@@ -44,14 +49,16 @@ import torch
 from tqdm import tqdm
 
 from fasthmr_ros.engines.base import EngineError, EngineRegressor, create_engine, parse_device
-from fasthmr_ros.models.regressor import HandMeshRegressor
+from fasthmr_ros.models.regressor import BodyMeshRegressor, MeshRegressor
 
 #: Stages timed for every variant, in pipeline order.
-STAGES: tuple[str, ...] = ("decode", "detect", "crop", "network", "mano", "post", "serialize")
+STAGES: tuple[str, ...] = ("decode", "detect", "crop", "network", "mesh", "post", "serialize")
 #: Size of the synthetic frame.
 FRAME_SIZE: tuple[int, int] = (640, 480)
 #: Models built in memory by name (besides timm student names and checkpoint paths).
-BUILTIN_MODELS: tuple[str, ...] = ("teacher", "small")
+BUILTIN_MODELS: tuple[str, ...] = ("teacher", "small", "body", "body-small")
+#: Prefix of model names that are body (HMR2.0) models.
+BODY_PREFIX = "body"
 
 
 @dataclass(frozen=True)
@@ -206,12 +213,39 @@ def model_label(spec: str) -> str:
     return name if sep and name else spec
 
 
-def build_model(spec: str, mano_dir: str | None = None) -> HandMeshRegressor:
+def _synthetic_body(config: Any) -> BodyMeshRegressor:
+    from fasthmr_ros.models.smpl import SmplLayer
+    from fasthmr_ros.models.smpl_files import make_synthetic_smpl
+    from fasthmr_ros.models.test_assets import random_body_regressor
+
+    arrays = make_synthetic_smpl(0)
+    mean = {"pose": arrays["mean_pose"].astype(np.float32),
+            "shape": arrays["mean_shape"].astype(np.float32),
+            "cam": arrays["mean_cam"].astype(np.float32)}
+    return random_body_regressor(config, SmplLayer(arrays, arrays["joint_regressor_extra"]), mean)
+
+
+def is_body_model(spec: str) -> bool:
+    """Whether ``spec`` names a body (HMR2.0) model: its name starts with ``body``."""
+    return model_label(spec).startswith(BODY_PREFIX)
+
+
+def build_model(
+    spec: str, mano_dir: str | None = None, smpl_dir: str | None = None
+) -> MeshRegressor:
     """Build or load the regressor named ``spec`` (see the module docstring) in eval mode."""
     from fasthmr_ros.models.regressor import SMALL_CONFIG, RegressorConfig
     from fasthmr_ros.models.test_assets import init_near_mean_hand, random_hand_regressor
 
     name, _, path = spec.partition("=")
+    if is_body_model(spec):
+        if path:
+            from fasthmr_ros import load_body_regressor
+
+            return load_body_regressor(path, smpl_dir=smpl_dir)
+        if name in ("body", "body-small"):
+            return _synthetic_body(SMALL_CONFIG if name == "body-small" else RegressorConfig())
+        raise EngineError(f"body model '{spec}': use body, body-small or body=CHECKPOINT")
     if path or Path(spec).exists():
         from fasthmr_ros import load_hand_regressor
 
@@ -234,6 +268,27 @@ def build_model(spec: str, mano_dir: str | None = None) -> HandMeshRegressor:
 
 # --------------------------------------------------------------------------------------------
 # the frame and the stages
+
+
+@dataclass(frozen=True)
+class SyntheticPerson:
+    """A person box of the synthetic frame (pixels)."""
+
+    xyxy: np.ndarray
+    score: float = 1.0
+
+
+def synthetic_people(batch: int, seed: int = 0) -> list[SyntheticPerson]:
+    """``batch`` standing-person boxes (about 1:2.5) on the synthetic frame."""
+    width, height = FRAME_SIZE
+    rng = np.random.default_rng(seed)
+    people = []
+    for _ in range(batch):
+        h = rng.uniform(200, height)
+        w = h / rng.uniform(2.0, 3.0)
+        x1, y1 = rng.uniform(0, width - w), rng.uniform(0, height - h)
+        people.append(SyntheticPerson(np.array([x1, y1, x1 + w, y1 + h])))
+    return people
 
 
 def synthetic_frame(batch: int, seed: int = 0) -> tuple[bytes, list[Any]]:
@@ -284,17 +339,24 @@ class _Timer:
 class OptionalStages:
     """Parts of the frame path that live outside the engines layer, passed in by the caller.
 
-    ``detector(rgb) -> boxes`` and ``serializer(results) -> bytes``; ``None`` leaves the stage
-    out.
+    ``detector(rgb) -> boxes`` and ``serializer(results) -> bytes`` for hands, and their body
+    counterparts (``body_detector``: a person detector; ``body_serializer``: ``BodyMeshArray``
+    encoding) for body models; ``None`` leaves the stage out.
     """
 
     detector: Callable[[np.ndarray], Any] | None = None
     serializer: Callable[[list[Any]], bytes] | None = None
+    body_detector: Callable[[np.ndarray], Any] | None = None
+    body_serializer: Callable[[list[Any]], bytes] | None = None
+
+    def for_bodies(self) -> OptionalStages:
+        """The stages a body variant runs (the body detector and serializer)."""
+        return OptionalStages(detector=self.body_detector, serializer=self.body_serializer)
 
 
 def _run_frame(engine: EngineRegressor, pipeline: Any, jpeg: bytes, boxes: list[Any],
                timer: _Timer, optional: OptionalStages) -> dict[str, torch.Tensor]:
-    """One frame through every stage; returns the network + MANO outputs."""
+    """One frame through every stage; returns the network + mesh model outputs."""
     from fasthmr_ros.pipeline.camera import default_intrinsics
 
     with timer.stage("decode"):
@@ -308,8 +370,8 @@ def _run_frame(engine: EngineRegressor, pipeline: Any, jpeg: bytes, boxes: list[
     with torch.inference_mode():
         with timer.stage("network"):
             params = engine.forward_network(crops)
-        with timer.stage("mano"):
-            outputs = engine.run_mano(params)
+        with timer.stage("mesh"):
+            outputs = engine.run_mesh_model(params)
     with timer.stage("post"):
         arrays = {k: v.detach().float().cpu().numpy() for k, v in outputs.items()}
         results = pipeline.to_results(arrays, boxes, transforms,
@@ -328,7 +390,7 @@ def decode_frame(jpeg: bytes) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def torch_reference(regressor: HandMeshRegressor) -> Callable[[torch.Tensor], torch.Tensor]:
+def torch_reference(regressor: MeshRegressor) -> Callable[[torch.Tensor], torch.Tensor]:
     """``crops -> vertices`` of the eager fp32 regressor, computed once per batch size.
 
     The benchmark's frames depend only on the batch size, so results are reused across
@@ -374,7 +436,7 @@ def apply_ratios(results: Sequence[VariantResult], baseline: VariantResult) -> N
 
 def _build_engines(
     variants: Sequence[Variant],
-    regressors: dict[str, HandMeshRegressor],
+    regressors: dict[str, MeshRegressor],
     device: str,
     engine_options: dict[str, dict[str, Any]],
     bar: Any,
@@ -417,6 +479,7 @@ def run_benchmark(
     baseline: str | None = None,
     progress: bool = True,
     optional: OptionalStages = OptionalStages(),
+    smpl_dir: str | None = None,
 ) -> BenchReport:
     """Measure every combination; ratios relative to ``baseline`` (a label; default: first).
 
@@ -430,6 +493,7 @@ def run_benchmark(
     serialisation stages.
     """
     from fasthmr_ros.pipeline.hand_pipeline import HandMeshPipeline
+    from fasthmr_ros.pipeline.hmr2_estimator import Hmr2BodyEstimator
 
     if warmup < 0 or iterations < 1:
         raise ValueError(f"need warmup >= 0 and iterations >= 1, got {warmup}, {iterations}")
@@ -455,10 +519,11 @@ def run_benchmark(
     regressors = {}
     for name, spec in specs.items():
         bar.set_postfix_str(f"building model {name}")
-        regressors[name] = build_model(spec, mano_dir).to(torch_device)
+        regressors[name] = build_model(spec, mano_dir, smpl_dir).to(torch_device)
     references = {name: torch_reference(model) for name, model in regressors.items()}
     built, setup = _build_engines(variants, regressors, device, engine_options or {}, bar)
     frames = {b: synthetic_frame(b) for b in batches}
+    people = {b: synthetic_people(b) for b in batches}
     results, running = [], []
     for v in variants:
         result = VariantResult(v)
@@ -470,9 +535,14 @@ def run_benchmark(
             bar.update(warmup + iterations)
             continue
         result.engine_name, result.setup_s = engine.name, setup[key]
-        pipeline = HandMeshPipeline(engine, device=str(torch_device))
-        running.append(_Running(result, engine, pipeline, *frames[v.batch],
-                                _Timer(torch_device), optional))
+        jpeg, boxes = frames[v.batch]
+        if isinstance(regressors[v.model], BodyMeshRegressor):
+            pipeline: Any = Hmr2BodyEstimator(engine, device=str(torch_device))
+            boxes, stages = people[v.batch], optional.for_bodies()
+        else:
+            pipeline, stages = HandMeshPipeline(engine, device=str(torch_device)), optional
+        running.append(_Running(result, engine, pipeline, jpeg, boxes, _Timer(torch_device),
+                                stages))
     for index in range(warmup + iterations):
         for item in running:
             bar.set_postfix_str(item.result.variant.label)
