@@ -4,8 +4,16 @@ One loader serves hands and bodies; what differs between them (file layout, key 
 mesh model) is a :class:`CheckpointFamily` (:data:`HAMER`, :data:`HMR2`).
 
 Nothing in a checkpoint is ever executed: files are read with ``torch.load(weights_only=True)``
-and the only non-tensor class allowed is yacs' ``CfgNode`` (HaMeR's pickled training
-configuration), which is rebuilt as a plain ``OrderedDict`` without importing yacs.
+and the only non-tensor objects allowed are training configurations (Lightning's
+``hyper_parameters``: omegaconf ``DictConfig``/``ListConfig`` as Hydra trainers such as HaMeR's
+and HMR2.0's pickle them, or yacs ``CfgNode``), which become plain dicts, lists and scalars
+without importing omegaconf or yacs (see :mod:`fasthmr_ros.models.config_pickle`). Anything
+else that could run code is refused with an error naming it.
+
+The generic pieces, for every model family (hands, bodies, students):
+:func:`read_checkpoint` (the whole file as plain data), :func:`read_state_and_hyper_parameters`
+(weights and training configuration), :func:`state_dict_of` and :func:`check_state_dict`
+(one error listing missing, unexpected and mis-shaped keys).
 
 Accepted inputs:
 
@@ -21,7 +29,6 @@ Accepted inputs:
 
 from __future__ import annotations
 
-import collections
 import logging
 import pickle
 import re
@@ -35,6 +42,7 @@ import torch
 import yaml
 from torch import nn
 
+from fasthmr_ros.models.config_pickle import InertGlobals, RefusedObjectError, pickled_globals
 from fasthmr_ros.models.decoder_head import HeadConfig
 from fasthmr_ros.models.mano import ManoLayer, mano_data_from_buffers
 from fasthmr_ros.models.mano_files import check_mano_arrays, find_mano_file, load_mano_file
@@ -156,13 +164,6 @@ HMR2 = CheckpointFamily(
 )
 
 
-class _YacsConfigNode:
-    """Stand-in for ``yacs.config.CfgNode``: unpickles into a plain ``OrderedDict``."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> collections.OrderedDict:  # type: ignore[misc]
-        return collections.OrderedDict()
-
-
 def resolve_checkpoint(
     checkpoint: str | Path, family: CheckpointFamily = HAMER
 ) -> tuple[Path, Path | None]:
@@ -189,25 +190,55 @@ def resolve_checkpoint(
     return path, None
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint file without executing anything stored in it."""
+def _pickle_bytes(path: Path) -> bytes:
+    """The object pickle of a zip checkpoint (``<archive>/data.pkl``), ``b""`` if none."""
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+        return archive.read(names[0]) if names else b""
+
+
+def _refusal(path: Path, what: str, expected: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path} contains {what}, which could run code when loaded; refusing to load it. "
+        "Only tensors, plain containers and training configurations (omegaconf DictConfig/"
+        f"ListConfig, yacs CfgNode) are accepted. {expected}"
+    )
+
+
+def read_checkpoint(path: str | Path, expected: str = EXPECTED_LAYOUT) -> dict[str, Any]:
+    """Read a checkpoint file as plain data, without executing anything stored in it.
+
+    Training configurations pickled by Lightning (omegaconf ``DictConfig``/``ListConfig`` of
+    omegaconf 2.0-2.3, yacs ``CfgNode``) come back as dicts, lists and scalars, unresolved
+    interpolations as their ``"${...}"`` strings, enum members as their values and paths as
+    strings; omegaconf and yacs are not imported.
+
+    Args:
+        path: the checkpoint file (a PyTorch zip archive).
+        expected: what a valid file looks like, appended to every error message.
+
+    Raises:
+        CheckpointError: the file is missing, not a checkpoint, truncated, or names something
+            that could run code (``os.system``, ``builtins.eval``, an unknown callable, ...).
+
+    """
     path = Path(path)
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f"{path} is not a PyTorch checkpoint (not a zip archive; truncated or another "
-            f"kind of file). {EXPECTED_LAYOUT}"
+            f"kind of file). {expected}"
         )
     try:
-        with torch.serialization.safe_globals([(_YacsConfigNode, "yacs.config.CfgNode")]):
+        inert = InertGlobals(pickled_globals(_pickle_bytes(path)))
+        with torch.serialization.safe_globals(inert.safe_globals()):
             data = torch.load(path, map_location="cpu", weights_only=True)
+        data = inert.to_plain(data)
+    except RefusedObjectError as exc:
+        raise _refusal(path, str(exc), expected) from None
     except pickle.UnpicklingError as exc:
         match = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f"the object {match.group(1)}" if match else "an object that is not plain data"
-        raise CheckpointError(
-            f"{path} contains {what}, which could run code when loaded; refusing to load it. "
-            f"Only tensors, plain containers and yacs configurations are accepted. "
-            f"{EXPECTED_LAYOUT}"
-        ) from None
+        raise _refusal(path, what, expected) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
         raise CheckpointError(
             f"{path} could not be read ({exc}); the file is probably truncated or corrupt: "
@@ -218,13 +249,33 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return dict(data)
 
 
-def _state_dict_of(data: Mapping[str, Any], path: Path) -> dict[str, torch.Tensor]:
+def state_dict_of(
+    data: Mapping[str, Any], path: Path, expected: str = EXPECTED_LAYOUT
+) -> dict[str, torch.Tensor]:
+    """The tensors of a read checkpoint: its ``state_dict``, or the file itself if it has none."""
     state = data.get("state_dict", data)
     if not isinstance(state, Mapping) or not any(
         isinstance(v, torch.Tensor) for v in state.values()
     ):
-        raise CheckpointError(f"{path} has no tensors in a 'state_dict'. {EXPECTED_LAYOUT}")
+        raise CheckpointError(f"{path} has no tensors in a 'state_dict'. {expected}")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def read_state_and_hyper_parameters(
+    path: str | Path, expected: str = EXPECTED_LAYOUT
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The weights and the training configuration of a checkpoint, as plain data.
+
+    Works for any model family (Lightning checkpoints of HaMeR, HMR2.0, this package's own
+    files): the state dict's tensors and ``hyper_parameters`` (``{}`` when the file has none).
+    See :func:`read_checkpoint` for what is accepted and refused.
+    """
+    path = Path(path)
+    data = read_checkpoint(path, expected)
+    hyper_parameters = data.get("hyper_parameters")
+    if not isinstance(hyper_parameters, Mapping):
+        hyper_parameters = {}
+    return state_dict_of(data, path, expected), dict(hyper_parameters)
 
 
 def _count_indices(state: Mapping[str, torch.Tensor], pattern: str) -> int:
@@ -288,9 +339,13 @@ def check_state_dict(
     model_state: Mapping[str, torch.Tensor],
     file_state: Mapping[str, torch.Tensor],
     path: Path,
-    expected_layout: str = EXPECTED_LAYOUT,
+    expected: str = EXPECTED_LAYOUT,
 ) -> None:
-    """Raise one :class:`CheckpointError` listing missing, unexpected and mismatched keys."""
+    """Raise one :class:`CheckpointError` listing missing, unexpected and mismatched keys.
+
+    Entries inference never uses (``discriminator.*``, ``initialized``) are ignored; at most
+    eight keys of each kind are named, with a count of the rest.
+    """
     used = {
         k: v
         for k, v in file_state.items()
@@ -320,7 +375,7 @@ def check_state_dict(
         if items
     ]
     raise CheckpointError(f"{path} does not match the model: " + "; ".join(parts) + ". "
-                          + expected_layout)
+                          + expected)
 
 
 def _buffers(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -419,8 +474,8 @@ def _load_regressor(
 ) -> MeshRegressor:
     """The one loading path of every regressor: resolve, read, mesh model, build, check, fill."""
     path, config_path = resolve_checkpoint(checkpoint, family)
-    data = read_checkpoint(path)
-    state = _state_dict_of(data, path)
+    data = read_checkpoint(path, family.expected_layout)
+    state = state_dict_of(data, path, family.expected_layout)
     _refuse_other_family(data, path, family)
     if family is HMR2:
         mesh_model: nn.Module = build_smpl(state, mesh_dir, path)

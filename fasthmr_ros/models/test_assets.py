@@ -16,8 +16,10 @@ every consumer says so.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -186,9 +188,22 @@ def init_near_mean_hand(model: HandMeshRegressor) -> HandMeshRegressor:
 
 
 def write_test_assets(
-    directory: str | Path, config: RegressorConfig = SMALL_CONFIG, seed: int = 0
+    directory: str | Path,
+    config: RegressorConfig = SMALL_CONFIG,
+    seed: int = 0,
+    hyper_parameters: Mapping[str, Any] | None = None,
 ) -> TestAssets:
-    """Write a random-weights checkpoint in HaMeR's layout plus a synthetic MANO folder."""
+    """Write a random-weights checkpoint in HaMeR's layout plus a synthetic MANO folder.
+
+    Args:
+        directory: where ``_DATA`` is created.
+        config: the architecture (default: the small test configuration).
+        seed: seeds the weights and the synthetic MANO model.
+        hyper_parameters: stored as the checkpoint's ``hyper_parameters`` instead of the
+            yacs form ``{"cfg": CfgNode(model_config)}`` (e.g. an omegaconf ``DictConfig``, as
+            Hydra trainers pickle it).
+
+    """
     root = Path(directory)
     data_dir = root / "_DATA"
     mano_dir = data_dir / "data" / "mano"
@@ -211,7 +226,10 @@ def write_test_assets(
                 "global_step": 0,
                 "pytorch-lightning_version": "2.0.0",
                 "state_dict": state,
-                "hyper_parameters": {"cfg": _as_cfg(yaml_config)},
+                "hyper_parameters": (
+                    {"cfg": _as_cfg(yaml_config)} if hyper_parameters is None
+                    else hyper_parameters
+                ),
                 "fasthmr_test_asset": True,
                 "fasthmr_config": config.to_dict(),
             },
