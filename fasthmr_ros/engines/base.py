@@ -219,6 +219,11 @@ class EngineRegressor(nn.Module):
         return self.regressor.faces
 
     @property
+    def info(self) -> Any:
+        """The regressor's mesh model (:class:`~fasthmr_ros.models.mesh_model.MeshModelInfo`)."""
+        return self.regressor.info
+
+    @property
     def is_test_asset(self) -> bool:
         """True when the weights are random test assets."""
         return bool(getattr(self.regressor, "is_test_asset", False))

@@ -15,6 +15,7 @@ from torch import nn
 from fasthmr_ros.models.constants import CROP_SIZE, CROP_WIDTH
 from fasthmr_ros.models.mano import ManoLayer
 from fasthmr_ros.models.mano_head import HeadConfig, ManoHead
+from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.models.vit import VIT_HUGE, VisionTransformer, ViTConfig
 
 #: Keys of the network output (before MANO), in the order engines return them.
@@ -80,6 +81,11 @@ class HandMeshRegressor(nn.Module):
     def faces(self) -> np.ndarray:
         """Triangles (1538, 3) int64 of the right hand."""
         return self.mano.faces_array
+
+    @property
+    def info(self) -> MeshModelInfo:
+        """The mesh model the regressor outputs (MANO)."""
+        return self.mano.info
 
     def forward_network(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run backbone and head: ``global_orient``, ``hand_pose``, ``betas``, ``cam``."""

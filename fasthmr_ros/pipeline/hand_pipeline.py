@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from fasthmr_ros.models.constants import CROP_SIZE, NUM_FACES, NUM_JOINTS, NUM_VERTICES
+from fasthmr_ros.models.constants import CROP_SIZE, NUM_FACES, NUM_JOINTS
+from fasthmr_ros.models.mano_info import mano_info
+from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.pipeline.camera import (
     crop_to_camera_translation,
     project_points,
@@ -104,6 +106,9 @@ class HandMeshPipeline:
         self.regressor = regressor
         self.device = device
         self.faces = faces.astype(np.int64)
+        info = getattr(regressor, "info", None)
+        #: The mesh model of the results (MANO for the network path).
+        self.info: MeshModelInfo = info if isinstance(info, MeshModelInfo) else mano_info(faces)
         self.rescale_factor = float(rescale_factor)
         self.timings = StageTimings()
 
@@ -145,7 +150,7 @@ class HandMeshPipeline:
             arrays[key] = np.asarray(value, dtype=np.float32)
         n = len(batch)
         expected = {
-            "vertices": (n, NUM_VERTICES, 3),
+            "vertices": (n, self.info.num_vertices, 3),
             "joints": (n, NUM_JOINTS, 3),
             "cam": (n, 3),
             "global_orient": (n, 1, 3, 3),
