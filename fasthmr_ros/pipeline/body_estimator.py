@@ -29,7 +29,8 @@ reconstruct, in input order, each with ``box`` set to that person's box, ``joint
 joints projected with ``camera``, ``model`` the :attr:`BodyEstimator.info` name, and
 ``extras["person_index"]`` (``(1,)`` int) naming the input box it came from, so the caller
 can carry a track id across. Fit quality goes into ``extras`` (the landmark fit sets
-``residual_mm`` and ``residual_px``, ``(1,)`` float32). ``track_id`` is left ``None``: tracking
+:data:`~fasthmr_ros.pipeline.results.FIT_RESIDUAL_M` and ``FIT_RESIDUAL_PX``, ``(1,)`` float32;
+a network leaves them out and messages then carry -1). ``track_id`` is left ``None``: tracking
 and smoothing are the pipeline's job (:class:`~fasthmr_ros.pipeline.temporal.MeshStream`).
 
 :attr:`BodyEstimator.info` is the mesh model's constant structure

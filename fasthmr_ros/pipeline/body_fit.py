@@ -19,10 +19,11 @@ The permissive default :class:`~fasthmr_ros.pipeline.body_estimator.BodyEstimato
    perspective-n-point solve with the real intrinsics (OpenCV's iterative solver from a
    similar-triangles start), so the body is placed metrically in the camera optical frame.
 
-Each result reports ``extras["residual_mm"]`` (mean distance between the fitted body's
-landmark points and the scaled world landmarks, before placement) and ``extras["residual_px"]``
-(mean reprojection error of the placed landmark points), over landmarks whose visibility
-reaches ``min_visibility``, plus ``extras["height_m"]`` (standing height of the fitted body).
+Each result reports ``extras[FIT_RESIDUAL_M]`` (mean distance in metres between the fitted
+body's landmark points and the world landmarks, hip centres aligned, before placement) and
+``extras[FIT_RESIDUAL_PX]`` (mean reprojection error of the placed landmark points), over
+landmarks whose visibility reaches ``min_visibility``, plus ``extras["height_m"]`` (standing
+height of the fitted body); messages carry them as ``fit_residual_m`` / ``fit_residual_px``.
 Joints are the Anny bone heads (``info.joint_names``); ``cam_t`` is the pelvis (root bone
 head) in the camera frame and ``root_rotation`` the pelvis orientation (at rest: x the person's
 left, y down, z the person's back). ``model_params`` is ``[scale, rotation vector of each bone
@@ -42,7 +43,13 @@ from fasthmr_ros.models.anny_body import AnnyBodyModel
 from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.pipeline.body_estimator import PERSON_INDEX
 from fasthmr_ros.pipeline.camera import project_points
-from fasthmr_ros.pipeline.results import BodyResult, CameraIntrinsics, PersonBox
+from fasthmr_ros.pipeline.results import (
+    FIT_RESIDUAL_M,
+    FIT_RESIDUAL_PX,
+    BodyResult,
+    CameraIntrinsics,
+    PersonBox,
+)
 
 #: BlazePose landmark ids.
 NOSE, LEFT_EYE, RIGHT_EYE, LEFT_EAR, RIGHT_EAR = 0, 2, 5, 7, 8
@@ -235,8 +242,7 @@ class LandmarkBodyFitter:
         shift = 0.5 * (world[LEFT_HIP] + world[RIGHT_HIP]) - hips
         points += shift
         fit_mask = self._used & visible
-        residual_mm = 1e3 * float(np.mean(np.linalg.norm(points[fit_mask] - world[fit_mask],
-                                                         axis=1)))
+        residual_m = float(np.mean(np.linalg.norm(points[fit_mask] - world[fit_mask], axis=1)))
         rotation, translation = self._place(points[fit_mask], image[fit_mask], camera)
         offset = rotation @ shift + translation
         vertices = vertices @ rotation.T + offset
@@ -259,8 +265,8 @@ class LandmarkBodyFitter:
             root_rotation=(rotation @ rotations[root]).astype(np.float32),
             model_params=params.astype(np.float32),
             extras={
-                "residual_mm": np.array([residual_mm], dtype=np.float32),
-                "residual_px": np.array([residual_px], dtype=np.float32),
+                FIT_RESIDUAL_M: np.array([residual_m], dtype=np.float32),
+                FIT_RESIDUAL_PX: np.array([residual_px], dtype=np.float32),
                 "height_m": np.array([scale * m.rest_height], dtype=np.float32),
             },
         )
