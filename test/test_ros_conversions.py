@@ -8,6 +8,15 @@ from ros_test_support import make_hand_result
 from scipy.spatial.transform import Rotation
 
 from fasthmr_ros.models.constants import HAND_SKELETON, JOINT_NAMES, NUM_FACES, NUM_VERTICES
+from fasthmr_ros.models.mano_info import mano_info
+from fasthmr_ros.models.mesh_model import (
+    BODY,
+    HAND,
+    MODEL_ANNY_BODY,
+    MODEL_ANNY_HAND,
+    MeshModelInfo,
+)
+from fasthmr_ros.pipeline.results import FIT_RESIDUAL_M, FIT_RESIDUAL_PX, BodyResult
 from fasthmr_ros.ros import messages
 from fasthmr_ros.ros.diagnostics import NodeStatistics, diagnostic_array
 from fasthmr_ros.ros.hand_messages import (
@@ -16,7 +25,6 @@ from fasthmr_ros.ros.hand_messages import (
     hand_ids,
     hand_mesh_array_message,
     hand_mesh_message,
-    mano_topology_message,
     side_name,
 )
 from fasthmr_ros.ros.markers import (
@@ -25,6 +33,12 @@ from fasthmr_ros.ros.markers import (
     SIDE_COLOURS,
     SKELETON_NS,
     HandMarkerBuilder,
+)
+from fasthmr_ros.ros.mesh_messages import (
+    BODY_MESH_ARRAY,
+    body_mesh_array_message,
+    body_mesh_message,
+    topology_message,
 )
 from fasthmr_ros.ros.tf_frames import wrist_frame_id, wrist_transforms
 
@@ -60,6 +74,36 @@ def test_hand_mesh_carries_every_value():
                                result.wrist_rotation, atol=1e-6)
     p = msg.wrist_pose.position
     np.testing.assert_allclose([p.x, p.y, p.z], result.joints[0], rtol=1e-6)
+    assert msg.model == "mano" and msg.model_params.size == 0
+    assert msg.fit_residual_m == -1 and msg.fit_residual_px == -1  # not a landmark fit
+
+
+def _anny_like_hand(num_vertices: int = 1609):
+    """A non-MANO hand result: its own vertex count, no MANO parameters, fit residuals."""
+    result = make_hand_result("right", seed=5)
+    rng = np.random.default_rng(5)
+    result.vertices = rng.normal(0.0, 0.03, (num_vertices, 3)) + result.cam_t
+    result.global_orient = result.hand_pose = result.betas = None
+    result.model = MODEL_ANNY_HAND
+    result.model_params = np.arange(7, dtype=np.float32)
+    result.extras = {FIT_RESIDUAL_M: 0.004, FIT_RESIDUAL_PX: 2.5}
+    return result
+
+
+def test_non_mano_hand_has_empty_mano_fields_and_its_own_parameters():
+    result = _anny_like_hand()
+    msg = hand_mesh_message(result, "right_0", num_vertices=1609)
+    assert msg.model == "anny_hand"
+    assert msg.global_orient.size == msg.hand_pose.size == msg.betas.size == 0
+    np.testing.assert_array_equal(msg.model_params, np.arange(7))
+    assert msg.vertices.size == 3 * 1609
+    assert msg.fit_residual_m == pytest.approx(0.004)
+    assert msg.fit_residual_px == pytest.approx(2.5)
+    raw = messages.serialize(hand_mesh_array_message(HEADER, [result]), HAND_MESH_ARRAY)
+    back = messages.deserialize(raw, HAND_MESH_ARRAY).hands[0]
+    assert back.model == "anny_hand" and back.vertices.size == 3 * 1609
+    with pytest.raises(ValueError, match=r"shape \(778, 3\)"):
+        hand_mesh_message(result, "x", num_vertices=778)
 
 
 def test_array_keeps_the_image_header_and_round_trips():
@@ -86,7 +130,7 @@ def test_ids_use_track_ids_or_side_counters():
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("vertices", np.zeros((10, 3)), "vertices must have shape"),
+    ("vertices", np.zeros((10, 2)), "vertices must have shape"),
     ("joints", np.full((21, 3), np.nan), "joints has non-finite"),
     ("keypoints_2d", np.zeros((21, 3)), "keypoints_2d must have shape"),
     ("hand_pose", np.zeros((16, 3, 3)), "hand_pose must have shape"),
@@ -99,15 +143,68 @@ def test_wrong_results_are_reported(field, value, message):
 
 
 def test_topology(faces):
-    msg = mano_topology_message(faces, HEADER)
+    msg = topology_message(mano_info(faces), HEADER)
     cls = messages.typestore().types["fasthmr_ros/msg/MeshTopology"]
     assert msg.model == cls.MODEL_MANO == "mano"
     assert msg.num_vertices == NUM_VERTICES
     np.testing.assert_array_equal(msg.faces.reshape(-1, 3), faces)
     assert list(msg.joint_names) == list(JOINT_NAMES)
     assert [tuple(b) for b in msg.bones.reshape(-1, 2)] == list(HAND_SKELETON)
+    assert list(msg.parameter_names) == [] and "MANO" in msg.licence
     with pytest.raises(ValueError, match="outside"):
-        mano_topology_message(np.array([[0, 1, NUM_VERTICES]]), HEADER)
+        mano_info(np.array([[0, 1, NUM_VERTICES]]))
+
+
+def test_topology_of_other_models_and_unknown_names():
+    cls = messages.typestore().types["fasthmr_ros/msg/MeshTopology"]
+    assert (cls.MODEL_ANNY_HAND, cls.MODEL_ANNY_BODY) == (MODEL_ANNY_HAND, MODEL_ANNY_BODY)
+    info = MeshModelInfo(name=MODEL_ANNY_HAND, kind=HAND, num_vertices=5,
+                         faces=np.array([[0, 1, 2], [2, 3, 4]]), joint_names=("a", "b"),
+                         bones=((0, 1),), parameter_names=("scale", "root_x"),
+                         licence="CC0-1.0")
+    msg = topology_message(info, HEADER)
+    assert msg.model == "anny_hand" and msg.num_vertices == 5
+    assert list(msg.parameter_names) == ["scale", "root_x"] and msg.licence == "CC0-1.0"
+    unknown = MeshModelInfo(name="other", kind=BODY, num_vertices=3,
+                            faces=np.array([[0, 1, 2]]), joint_names=("a",), bones=())
+    with pytest.raises(ValueError, match="not a MeshTopology model name"):
+        topology_message(unknown, HEADER)
+
+
+def _body(model: str, num_joints: int = 4, num_vertices: int = 50) -> BodyResult:
+    rng = np.random.default_rng(1)
+    joints = rng.normal(0, 0.2, (num_joints, 3)) + [0, 0, 3]
+    rotations = Rotation.random(24, random_state=1).as_matrix()
+    smpl = model == "smpl"
+    return BodyResult(
+        model=model, score=0.8, box=np.array([1.0, 2.0, 30.0, 40.0]),
+        keypoints_2d=rng.uniform(0, 100, (num_joints, 2)), joints=joints,
+        vertices=rng.normal(0, 0.2, (num_vertices, 3)) + [0, 0, 3], cam_t=np.array([0, 0, 3.0]),
+        root_rotation=rotations[0],
+        global_orient=rotations[0] if smpl else None,
+        body_pose=rotations[1:] if smpl else None,
+        betas=np.linspace(-1, 1, 10) if smpl else None,
+        model_params=np.zeros(0 if smpl else 9, np.float32),
+        extras={} if smpl else {FIT_RESIDUAL_M: 0.02, FIT_RESIDUAL_PX: 3.0},
+    )
+
+
+def test_body_messages_for_smpl_and_anny():
+    smpl = body_mesh_message(_body("smpl"), "body_0", num_vertices=50)
+    assert smpl.model == "smpl" and smpl.body_pose.size == 69 and smpl.betas.size == 10
+    np.testing.assert_allclose(Rotation.from_rotvec(smpl.body_pose.reshape(23, 3)).as_matrix(),
+                               _body("smpl").body_pose, atol=1e-5)
+    assert smpl.fit_residual_m == -1 and smpl.model_params.size == 0
+    anny = body_mesh_message(_body("anny_body", num_joints=6), "body_1")
+    assert anny.global_orient.size == anny.body_pose.size == anny.betas.size == 0
+    assert anny.model_params.size == 9 and len(anny.joints) == 6
+    assert anny.fit_residual_px == pytest.approx(3.0)
+    raw = messages.serialize(body_mesh_array_message(HEADER, [_body("anny_body")]),
+                             BODY_MESH_ARRAY)
+    back = messages.deserialize(raw, BODY_MESH_ARRAY)
+    assert back.bodies[0].id == "body_0" and back.bodies[0].vertices.size == 150
+    with pytest.raises(ValueError, match="topology's vertex count"):
+        body_mesh_message(_body("smpl"), "x", num_vertices=6890)
 
 
 def _detections(entries):

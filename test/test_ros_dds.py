@@ -15,6 +15,7 @@ from ros_test_support import (
 
 pytest.importorskip("cyclonedds", reason="the dds transport needs the cyclonedds package")
 
+from fasthmr_ros.models.mano_info import mano_info  # noqa: E402
 from fasthmr_ros.ros import messages, qos  # noqa: E402
 from fasthmr_ros.ros.camera_info import camera_info_message  # noqa: E402
 from fasthmr_ros.ros.dds import (  # noqa: E402
@@ -28,10 +29,10 @@ from fasthmr_ros.ros.diagnostics import NodeStatistics, diagnostic_array  # noqa
 from fasthmr_ros.ros.hand_messages import (  # noqa: E402
     hand_ids,
     hand_mesh_array_message,
-    mano_topology_message,
 )
 from fasthmr_ros.ros.image_codec import encode_compressed_image, encode_image  # noqa: E402
 from fasthmr_ros.ros.markers import HandMarkerBuilder  # noqa: E402
+from fasthmr_ros.ros.mesh_messages import topology_message  # noqa: E402
 from fasthmr_ros.ros.tf_frames import wrist_transforms  # noqa: E402
 
 HEADER = messages.make_header(1_700_000_000_000_000_001, "camera_optical_frame")
@@ -57,7 +58,7 @@ def _sample_messages() -> dict[str, object]:
         "sensor_msgs/msg/CompressedImage": encode_compressed_image(rgb, HEADER),
         "sensor_msgs/msg/CameraInfo": camera_info_message(HEADER, 64, 48, None),
         "fasthmr_ros/msg/HandMeshArray": hand_mesh_array_message(HEADER, results),
-        "fasthmr_ros/msg/MeshTopology": mano_topology_message(faces, HEADER),
+        "fasthmr_ros/msg/MeshTopology": topology_message(mano_info(faces), HEADER),
         "fasthmr_ros/msg/HandDetectionArray": messages.new_message(
             "fasthmr_ros/msg/HandDetectionArray", header=HEADER,
             detections=[detection(side=1, score=0.5, box=np.array([1, 2, 30, 40], np.float32),

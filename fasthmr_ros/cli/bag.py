@@ -59,7 +59,7 @@ def run_hands(args: argparse.Namespace) -> int:
     log = logging.getLogger("hand_mesh_node")
     try:
         params = resolve_parameters("/hand_mesh_node", args.params, args.param, log)
-        pipeline, faces = build_pipeline(params)
+        pipeline, model = build_pipeline(params)
         detector = build_detector(params, log)
         with tqdm(unit="msg", desc="bag") as bar:
             def progress(done: int, total: int) -> None:
@@ -67,7 +67,7 @@ def run_hands(args: argparse.Namespace) -> int:
                 bar.update(done - bar.n)
 
             report = process_bag(
-                args.input, args.output, params, pipeline, faces, detector, log,
+                args.input, args.output, params, pipeline, model, detector, log,
                 image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
                 remaps=args.remap, storage=args.storage, copy_inputs=args.copy_inputs,
                 progress=progress,

@@ -23,7 +23,8 @@ from fasthmr_ros.cli.model_args import (
     parse_device_arg,
 )
 from fasthmr_ros.engines.base import ENGINES, PRECISIONS
-from fasthmr_ros.models.constants import NUM_JOINTS, NUM_VERTICES
+from fasthmr_ros.models.constants import NUM_JOINTS
+from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.pipeline.box_sources import FullFrameBoxes, HandDetector, JsonBoxes
 from fasthmr_ros.pipeline.camera import resolve_intrinsics
 from fasthmr_ros.pipeline.hand_pipeline import HandMeshPipeline, StageTimings, left_hand_faces
@@ -40,7 +41,8 @@ outputs, per frame, in --out:
                        keypoints_2d (21x2 px), joints (21x3 m), cam_t (3 m), track_id (the
                        same hand keeps its id across video/camera frames; null for images);
                        camera optical frame (x right, y down, z forward), OpenPose joint order
-  <name>.npz           vertices (N,778,3 m), joints, keypoints_2d, cam_t, is_right (N),
+  <name>.npz           model (mesh model name), vertices (N,V,3 m; V: the model's
+                       vertex count, 778 for MANO), joints, keypoints_2d, cam_t, is_right (N),
                        faces (right-hand winding), faces_left (reversed winding)
   <name>_overlay.png   the frame with meshes, skeletons and boxes drawn
 
@@ -290,15 +292,20 @@ def frame_record(
 
 def save_frame(
     out_dir: Path, name: str, record: dict[str, Any], hands: list[HandResult],
-    faces: np.ndarray, overlay_bgr: np.ndarray,
+    model: MeshModelInfo, overlay_bgr: np.ndarray,
 ) -> None:
-    """Write ``<name>.json``, ``<name>.npz`` and ``<name>_overlay.png``."""
+    """Write ``<name>.json``, ``<name>.npz`` and ``<name>_overlay.png``.
+
+    The NPZ's vertices have the mesh model's vertex count; ``model`` names the model.
+    """
     (out_dir / f"{name}.json").write_text(json.dumps(record, indent=1))
     n = len(hands)
+    faces = model.faces
     np.savez(
         out_dir / f"{name}.npz",
+        model=np.array(model.name),
         vertices=np.array([h.vertices for h in hands], dtype=np.float32).reshape(
-            n, NUM_VERTICES, 3
+            n, model.num_vertices, 3
         ),
         joints=np.array([h.joints for h in hands], dtype=np.float32).reshape(n, NUM_JOINTS, 3),
         keypoints_2d=np.array([h.keypoints_2d for h in hands], dtype=np.float32).reshape(
@@ -394,7 +401,7 @@ def _run(args: argparse.Namespace) -> int:
             overlay = draw_hands(frame.image_bgr, hands, pipeline.faces, camera,
                                  wireframe=args.wireframe)
             record = frame_record(key, width, height, camera, hands, random_weights)
-            save_frame(out_dir, frame.name, record, hands, pipeline.faces, overlay)
+            save_frame(out_dir, frame.name, record, hands, pipeline.info, overlay)
             count += 1
             hand_count += len(hands)
             progress.update(1)

@@ -27,7 +27,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -45,6 +44,7 @@ from fasthmr_ros.engines.base import (
     layout_of_outputs,
 )
 from fasthmr_ros.engines.network import NetworkModule
+from fasthmr_ros.models.cache_paths import package_cache_dir
 from fasthmr_ros.models.constants import CROP_SIZE
 from fasthmr_ros.models.regressor import MeshRegressor
 
@@ -274,10 +274,7 @@ def check_graph_signature(path: str | Path) -> None:
 
 def default_cache_dir() -> Path:
     """Folder for exported graphs: ``$FASTHMR_CACHE`` or ``~/.cache/fasthmr_ros``."""
-    root = os.environ.get("FASTHMR_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fasthmr_ros"
-    )
-    return Path(root)
+    return package_cache_dir()
 
 
 def cached_export(

@@ -23,6 +23,8 @@ from fasthmr_ros.models.constants import (
     NUM_MANO_JOINTS,
     NUM_VERTICES,
 )
+from fasthmr_ros.models.mano_info import mano_info
+from fasthmr_ros.models.mesh_model import MeshModelInfo
 
 #: Number of PCA components of the official layer; only the buffer shape depends on it.
 NUM_PCA_COMPONENTS = 6
@@ -54,6 +56,11 @@ class ManoLayer(smplx.MANOLayer):
     def faces_array(self) -> np.ndarray:
         """Triangles (1538, 3) int64, right-hand winding."""
         return self.faces_tensor.detach().cpu().numpy().astype(np.int64)
+
+    @property
+    def info(self) -> MeshModelInfo:
+        """The MANO model's structure (:class:`MeshModelInfo`)."""
+        return mano_info(self.faces_array)
 
     def forward(  # type: ignore[override]
         self, global_orient: torch.Tensor, hand_pose: torch.Tensor, betas: torch.Tensor

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from fasthmr_ros.models.constants import CROP_SIZE, NUM_FACES, NUM_JOINTS, NUM_VERTICES
+from fasthmr_ros.models.mano_info import mano_info
+from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.pipeline.camera import (
     crop_to_camera_translation,
     project_points,
@@ -113,6 +115,9 @@ class HandMeshPipeline:
         self.regressor = regressor
         self.device = device
         self.faces = faces.astype(np.int64)
+        info = getattr(regressor, "info", None)
+        #: The mesh model of the results (MANO for the network path).
+        self.info: MeshModelInfo = info if isinstance(info, MeshModelInfo) else mano_info(faces)
         self.rescale_factor = float(rescale_factor)
         self.timings = StageTimings()
 
@@ -135,8 +140,8 @@ class HandMeshPipeline:
 
     def run_network(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run the regressor on a crop batch and return its outputs as float32 numpy arrays."""
-        return run_regressor(self.regressor, batch, self.device, HAND_OUTPUT_SHAPES,
-                             "load_hand_regressor")
+        expected = {**HAND_OUTPUT_SHAPES, "vertices": (self.info.num_vertices, 3)}
+        return run_regressor(self.regressor, batch, self.device, expected, "load_hand_regressor")
 
     def to_results(
         self,

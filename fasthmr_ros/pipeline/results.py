@@ -11,9 +11,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fasthmr_ros.models.mesh_model import MODEL_MANO
+
 LEFT = "left"
 RIGHT = "right"
 SIDES = (LEFT, RIGHT)
+
+#: ``extras`` keys of a landmark fit's residuals (means over the fitted joints): the distance
+#: to the detector's metric landmarks (metres) and to its image landmarks (pixels). A result
+#: without them is not a fit (the network path); messages then carry -1.
+FIT_RESIDUAL_M = "fit_residual_m"
+FIT_RESIDUAL_PX = "fit_residual_px"
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,9 @@ class HandBox:
 
     The box is tight around the hand (as a keypoint detector gives it); the pipeline enlarges it
     the way HaMeR does. ``keypoints_2d`` holds the detector's 21 landmarks (OpenPose order,
-    pixels) when it has them.
+    pixels) when it has them, ``world_landmarks`` its 21 metric landmarks (OpenPose order,
+    metres, in the detector's hand-centred frame with camera-frame axes) when it has them: the
+    landmark-fit model needs both.
     """
 
     x1: float
@@ -69,6 +79,7 @@ class HandBox:
     score: float = 1.0
     keypoints_2d: np.ndarray | None = None
     source: str = ""
+    world_landmarks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.side not in SIDES:
@@ -95,11 +106,15 @@ class HandResult:
     """One reconstructed hand in the camera optical frame.
 
     ``joints`` and ``vertices`` already include ``cam_t``: they are where the hand is in front
-    of the camera. MANO parameters are those of the right-hand model the network runs; for a
-    left hand the network saw the mirrored crop, so the left mesh is the x-mirror of the MANO
-    right-hand mesh (mirror a rotation ``R`` as ``M R M`` with ``M = diag(-1, 1, 1)``).
-    ``wrist_rotation`` is already the proper rotation of the wrist in the camera frame for
-    either side.
+    of the camera. ``model`` names the mesh model (:class:`MeshModelInfo` ``name``): the vertex
+    count is that model's. MANO parameters (set only when ``model`` is MANO, else ``None``) are
+    those of the right-hand model the network runs; for a left hand the network saw the
+    mirrored crop, so the left mesh is the x-mirror of the MANO right-hand mesh (mirror a
+    rotation ``R`` as ``M R M`` with ``M = diag(-1, 1, 1)``). Other models put their own
+    parameters (of the right-hand model, mirrored the same way) in ``model_params`` (layout:
+    the model's ``parameter_names``). ``wrist_rotation`` is already the proper rotation of the
+    wrist in the camera frame for either side. Landmark fits record their residuals in
+    ``extras`` under :data:`FIT_RESIDUAL_M` and :data:`FIT_RESIDUAL_PX`.
     """
 
     side: str
@@ -107,12 +122,14 @@ class HandResult:
     box: np.ndarray  # (4,) x1, y1, x2, y2 in pixels (the detector's box)
     keypoints_2d: np.ndarray  # (21, 2) pixels, OpenPose hand order
     joints: np.ndarray  # (21, 3) metres, camera frame
-    vertices: np.ndarray  # (778, 3) metres, camera frame
-    global_orient: np.ndarray  # (3, 3) MANO root rotation (right-hand model space)
-    hand_pose: np.ndarray  # (15, 3, 3) MANO joint rotations (right-hand model space)
-    betas: np.ndarray  # (10,) MANO shape
-    cam_t: np.ndarray  # (3,) metres: translation from the MANO frame to the camera frame
+    vertices: np.ndarray  # (V, 3) metres, camera frame; V is the model's num_vertices
+    cam_t: np.ndarray  # (3,) metres: translation from the model frame to the camera frame
     wrist_rotation: np.ndarray  # (3, 3) wrist orientation in the camera frame
+    global_orient: np.ndarray | None = None  # (3, 3) MANO root rotation (right-hand model)
+    hand_pose: np.ndarray | None = None  # (15, 3, 3) MANO joint rotations (right-hand model)
+    betas: np.ndarray | None = None  # (10,) MANO shape
+    model: str = MODEL_MANO
+    model_params: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     track_id: int | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -130,7 +147,8 @@ class BodyResult:
     (:class:`fasthmr_ros.models.mesh_model.MeshModelInfo` ``name``); the joint order is that
     model's ``joint_names``. SMPL parameters (rotation matrices) are set only for SMPL results;
     other models put their own parameters in ``model_params`` (layout: the model's
-    ``parameter_names``). Per-result diagnostics such as fit residuals go into ``extras``.
+    ``parameter_names``). Per-result diagnostics such as fit residuals go into ``extras``
+    (:data:`FIT_RESIDUAL_M`, :data:`FIT_RESIDUAL_PX` for landmark fits).
     """
 
     model: str
@@ -147,3 +165,37 @@ class BodyResult:
     model_params: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     track_id: int | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class PersonBox:
+    """A detected person: a box around the whole body, a confidence and, when known, landmarks.
+
+    The box is tight around the visible body (pixels). A landmark detector (MediaPipe Pose)
+    also fills ``keypoints_2d`` (its 33 image landmarks, pixels), ``world_landmarks`` (the same
+    33 points in metres, origin between the hips, axes those of the camera) and
+    ``visibility`` (per landmark, 0-1); an external box source (a person detector topic,
+    ``--boxes``) leaves them ``None``. Estimators that need landmarks skip a box without them.
+    """
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    score: float = 1.0
+    keypoints_2d: np.ndarray | None = None
+    world_landmarks: np.ndarray | None = None
+    visibility: np.ndarray | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        coords = (self.x1, self.y1, self.x2, self.y2)
+        if not all(math.isfinite(float(v)) for v in coords):
+            raise ValueError(f"person box has a non-finite coordinate: {coords}")
+        if self.x2 <= self.x1 or self.y2 <= self.y1:
+            raise ValueError(f"person box must have x2 > x1 and y2 > y1, got {coords}")
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        """Return the box as ``[x1, y1, x2, y2]`` float64."""
+        return np.array([self.x1, self.y1, self.x2, self.y2], dtype=np.float64)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.ros import messages
 from fasthmr_ros.ros.hand_node import (
     CAMERA_INFO_TOPIC,
@@ -181,7 +182,7 @@ def process_bag(
     output_path: str | Path,
     params: ParameterSet,
     pipeline: HandPipeline,
-    faces: Any,
+    model: MeshModelInfo,
     detector: HandDetector | None,
     logger: Any,
     image_topic: str | None = None,
@@ -198,7 +199,7 @@ def process_bag(
         output_path: a new rosbag2 folder, or a single ``.mcap`` file when it ends in ``.mcap``.
         params: node parameters.
         pipeline: the hand mesh pipeline.
-        faces: MANO triangles.
+        model: the pipeline's mesh model (``pipeline.info``).
         detector: box source (``None`` for ``detector: external``).
         logger: where the node logs.
         image_topic: the image topic in the bag (found automatically when there is one).
@@ -234,7 +235,7 @@ def process_bag(
         try:
             with writer:
                 transport = BagTransport(writer, resolver, logger)
-                node = HandMeshNode(transport, params, pipeline, faces, detector,
+                node = HandMeshNode(transport, params, pipeline, model, detector,
                                     clock=lambda: transport.now * 1e-9)
                 if params["use_camera_info"] and camera_info_topic not in topics:
                     logger.warning(f"the bag has no {camera_info_topic}: using the default "

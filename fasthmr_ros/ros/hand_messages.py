@@ -12,20 +12,26 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from fasthmr_ros.models.constants import (
-    HAND_SKELETON,
-    JOINT_NAMES,
-    NUM_BETAS,
-    NUM_HAND_POSE_JOINTS,
-    NUM_JOINTS,
-    NUM_VERTICES,
+from fasthmr_ros.models.constants import NUM_BETAS, NUM_HAND_POSE_JOINTS, NUM_JOINTS
+from fasthmr_ros.models.mesh_model import MODEL_MANO
+from fasthmr_ros.pipeline.results import (
+    FIT_RESIDUAL_M,
+    FIT_RESIDUAL_PX,
+    LEFT,
+    RIGHT,
+    HandBox,
+    HandResult,
 )
-from fasthmr_ros.pipeline.results import LEFT, RIGHT, HandBox, HandResult
 from fasthmr_ros.ros import messages
+from fasthmr_ros.ros.mesh_messages import (
+    finite,
+    fit_residual,
+    mesh_vertices,
+    shaped,
+)
 
 HAND_MESH = "fasthmr_ros/msg/HandMesh"
 HAND_MESH_ARRAY = "fasthmr_ros/msg/HandMeshArray"
-MESH_TOPOLOGY = "fasthmr_ros/msg/MeshTopology"
 HAND_DETECTION_ARRAY = "fasthmr_ros/msg/HandDetectionArray"
 
 
@@ -69,23 +75,19 @@ def hand_ids(results: Sequence[HandResult]) -> list[str]:
     return ids
 
 
-def rotation_to_quaternion(rotation: np.ndarray, store: Any | None = None) -> Any:
-    """Return a ``geometry_msgs/Quaternion`` for a 3x3 rotation matrix."""
-    store = store if store is not None else messages.typestore()
-    x, y, z, w = Rotation.from_matrix(_shaped(rotation, (3, 3), "rotation")).as_quat()
-    return store.types["geometry_msgs/msg/Quaternion"](x=float(x), y=float(y), z=float(z),
-                                                       w=float(w))
-
-
-def point(xyz: Sequence[float] | np.ndarray, store: Any | None = None) -> Any:
-    """Return a ``geometry_msgs/Point``."""
-    store = store if store is not None else messages.typestore()
-    x, y, z = (float(v) for v in xyz)
-    return store.types["geometry_msgs/msg/Point"](x=x, y=y, z=z)
-
-
-def hand_mesh_message(result: HandResult, hand_id: str, store: Any | None = None) -> Any:
+def hand_mesh_message(
+    result: HandResult, hand_id: str, store: Any | None = None, num_vertices: int | None = None
+) -> Any:
     """Convert one :class:`HandResult` to a ``fasthmr_ros/HandMesh``.
+
+    Args:
+        result: the hand.
+        hand_id: its message id (see :func:`hand_ids`).
+        store: typestore (the package one when omitted).
+        num_vertices: the topology's vertex count; when given, the result must have it.
+
+    MANO fields are filled only for MANO results (else empty); ``model_params`` carries the
+    model's own parameters; the fit residuals are -1 for results that are not landmark fits.
 
     Raises:
         ValueError: when an array has the wrong shape or a non-finite value.
@@ -93,32 +95,44 @@ def hand_mesh_message(result: HandResult, hand_id: str, store: Any | None = None
     """
     store = store if store is not None else messages.typestore()
     types = store.types
-    joints = _finite(_shaped(result.joints, (NUM_JOINTS, 3), "joints"), "joints")
-    vertices = _finite(_shaped(result.vertices, (NUM_VERTICES, 3), "vertices"), "vertices")
-    keypoints = _finite(_shaped(result.keypoints_2d, (NUM_JOINTS, 2), "keypoints_2d"),
+    joints = finite(shaped(result.joints, (NUM_JOINTS, 3), "joints"), "joints")
+    vertices = mesh_vertices(result.vertices, num_vertices, "hand")
+    keypoints = finite(shaped(result.keypoints_2d, (NUM_JOINTS, 2), "keypoints_2d"),
                         "keypoints_2d")
-    box = _finite(_shaped(result.box, (4,), "box"), "box")
-    cam_t = _finite(_shaped(result.cam_t, (3,), "cam_t"), "cam_t")
-    global_orient = _shaped(result.global_orient, (3, 3), "global_orient")
-    hand_pose = _shaped(result.hand_pose, (NUM_HAND_POSE_JOINTS, 3, 3), "hand_pose")
-    betas = _finite(_shaped(result.betas, (NUM_BETAS,), "betas"), "betas")
-    wrist_rotation = _shaped(result.wrist_rotation, (3, 3), "wrist_rotation")
-    # One conversion for the 16 MANO rotations and the wrist orientation.
-    rotations = Rotation.from_matrix(
-        np.concatenate([global_orient[None], hand_pose, wrist_rotation[None]], axis=0)
-    )
-    rotvecs = rotations[:-1].as_rotvec()
-    qx, qy, qz, qw = (float(v) for v in rotations[-1].as_quat())
+    box = finite(shaped(result.box, (4,), "box"), "box")
+    cam_t = finite(shaped(result.cam_t, (3,), "cam_t"), "cam_t")
+    wrist_rotation = shaped(result.wrist_rotation, (3, 3), "wrist_rotation")
+    model_params = finite(np.asarray(result.model_params, dtype=np.float32).reshape(-1),
+                           "model_params")
+    empty = np.zeros(0, dtype=np.float32)
+    if result.model == MODEL_MANO:
+        global_orient = shaped(result.global_orient, (3, 3), "global_orient")
+        hand_pose = shaped(result.hand_pose, (NUM_HAND_POSE_JOINTS, 3, 3), "hand_pose")
+        betas = finite(shaped(result.betas, (NUM_BETAS,), "betas"), "betas")
+        # One conversion for the 16 MANO rotations and the wrist orientation.
+        rotations = Rotation.from_matrix(
+            np.concatenate([global_orient[None], hand_pose, wrist_rotation[None]], axis=0)
+        )
+        rotvecs = rotations[:-1].as_rotvec()
+        wrist_quat = rotations[-1].as_quat()
+        mano_orient = rotvecs[0].astype(np.float32)
+        mano_pose = rotvecs[1:].astype(np.float32).reshape(-1)
+        mano_betas = betas.astype(np.float32)
+    else:
+        wrist_quat = Rotation.from_matrix(wrist_rotation).as_quat()
+        mano_orient, mano_pose, mano_betas = empty, empty, empty
+    qx, qy, qz, qw = (float(v) for v in wrist_quat)
     point_type = types["geometry_msgs/msg/Point"]
     wrist = joints[0]
     return types[HAND_MESH](
+        model=str(result.model),
         id=str(hand_id),
         side=side_constant(result.side, HAND_MESH, store),
         score=float(result.score),
         box=box.astype(np.float32),
         keypoints_2d=keypoints.astype(np.float32).reshape(-1),
         joints=[point_type(x=x, y=y, z=z) for x, y, z in joints.tolist()],
-        vertices=vertices.astype(np.float32).reshape(-1),
+        vertices=vertices,
         wrist_pose=types["geometry_msgs/msg/Pose"](
             position=point_type(x=float(wrist[0]), y=float(wrist[1]), z=float(wrist[2])),
             orientation=types["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw),
@@ -126,44 +140,31 @@ def hand_mesh_message(result: HandResult, hand_id: str, store: Any | None = None
         camera_translation=types["geometry_msgs/msg/Vector3"](
             x=float(cam_t[0]), y=float(cam_t[1]), z=float(cam_t[2])
         ),
-        global_orient=rotvecs[0].astype(np.float32),
-        hand_pose=rotvecs[1:].astype(np.float32).reshape(-1),
-        betas=betas.astype(np.float32),
+        global_orient=mano_orient,
+        hand_pose=mano_pose,
+        betas=mano_betas,
+        model_params=model_params,
+        fit_residual_m=fit_residual(result.extras, FIT_RESIDUAL_M),
+        fit_residual_px=fit_residual(result.extras, FIT_RESIDUAL_PX),
     )
 
 
 def hand_mesh_array_message(
-    header: Any, results: Sequence[HandResult], store: Any | None = None
+    header: Any,
+    results: Sequence[HandResult],
+    store: Any | None = None,
+    num_vertices: int | None = None,
 ) -> Any:
-    """Convert all hands of one image to a ``fasthmr_ros/HandMeshArray`` with ``header``."""
+    """Convert all hands of one image to a ``fasthmr_ros/HandMeshArray`` with ``header``.
+
+    ``num_vertices`` (the topology's vertex count), when given, is checked for every hand.
+    """
     store = store if store is not None else messages.typestore()
     ids = hand_ids(results)
     return store.types[HAND_MESH_ARRAY](
         header=header,
-        hands=[hand_mesh_message(r, i, store) for r, i in zip(results, ids, strict=True)],
-    )
-
-
-def mano_topology_message(
-    faces: np.ndarray, header: Any, store: Any | None = None
-) -> Any:
-    """Build the MANO ``MeshTopology`` (right-hand winding, OpenPose joints and bones)."""
-    store = store if store is not None else messages.typestore()
-    cls = store.types[MESH_TOPOLOGY]
-    tri = np.asarray(faces)
-    if tri.ndim != 2 or tri.shape[1] != 3:
-        raise ValueError(f"faces must have shape (F, 3), got {tri.shape}")
-    if tri.size and (tri.min() < 0 or tri.max() >= NUM_VERTICES):
-        raise ValueError(
-            f"faces index vertices {tri.min()}..{tri.max()}, outside 0..{NUM_VERTICES - 1}"
-        )
-    return cls(
-        header=header,
-        model=cls.MODEL_MANO,
-        num_vertices=NUM_VERTICES,
-        faces=tri.astype(np.uint32).reshape(-1),
-        joint_names=list(JOINT_NAMES),
-        bones=np.asarray(HAND_SKELETON, dtype=np.uint32).reshape(-1),
+        hands=[hand_mesh_message(r, i, store, num_vertices)
+               for r, i in zip(results, ids, strict=True)],
     )
 
 
@@ -196,16 +197,3 @@ def boxes_from_detections(msg: Any, store: Any | None = None) -> tuple[list[Hand
         except ValueError as exc:
             problems.append(f"detection {index}: {exc}")
     return boxes, problems
-
-
-def _shaped(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
-    array = np.asarray(value, dtype=np.float64)
-    if array.shape != shape:
-        raise ValueError(f"hand result {name} must have shape {shape}, got {array.shape}")
-    return array
-
-
-def _finite(array: np.ndarray, name: str) -> np.ndarray:
-    if not np.isfinite(array).all():
-        raise ValueError(f"hand result {name} has non-finite values")
-    return array

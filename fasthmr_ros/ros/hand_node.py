@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.pipeline.camera import resolve_intrinsics
 from fasthmr_ros.pipeline.overlay import draw_hands
 from fasthmr_ros.pipeline.results import CameraIntrinsics, HandBox, HandResult
@@ -48,11 +49,9 @@ from fasthmr_ros.ros.diagnostics import (
 from fasthmr_ros.ros.hand_messages import (
     HAND_DETECTION_ARRAY,
     HAND_MESH_ARRAY,
-    MESH_TOPOLOGY,
     boxes_from_detections,
     hand_ids,
     hand_mesh_array_message,
-    mano_topology_message,
 )
 from fasthmr_ros.ros.image_codec import (
     COMPRESSED_IMAGE,
@@ -64,6 +63,7 @@ from fasthmr_ros.ros.image_codec import (
     encode_image,
 )
 from fasthmr_ros.ros.markers import MARKER_ARRAY, HandMarkerBuilder, PackedMarkerArray
+from fasthmr_ros.ros.mesh_messages import MESH_TOPOLOGY, topology_message
 from fasthmr_ros.ros.parameters import ParameterError, ParameterSet
 from fasthmr_ros.ros.qos import DEFAULT, LATCHED, SENSOR_DATA, TF, image_qos
 from fasthmr_ros.ros.tf_frames import TF_MESSAGE, TF_TOPIC, wrist_transforms
@@ -235,7 +235,8 @@ class HandMeshNode:
         transport: publishers, subscriptions, logger and clock.
         parameters: validated parameter values.
         pipeline: the hand mesh pipeline (image + boxes -> hand results).
-        faces: ``(F, 3)`` MANO triangles (right-hand winding) for the topology and markers.
+        model: the pipeline's mesh model (``pipeline.info``): its topology is published and
+            its triangles (right-hand winding) drawn in markers and debug images.
         detector: the box source; ``None`` when ``detector`` is ``external``.
         clock: monotonic clock in seconds (for rates, latency and drops).
 
@@ -246,14 +247,18 @@ class HandMeshNode:
         transport: Transport,
         parameters: ParameterSet,
         pipeline: HandPipeline,
-        faces: np.ndarray,
+        model: MeshModelInfo,
         detector: HandDetector | None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.transport = transport
         self.params = parameters
         self.pipeline = pipeline
-        self.faces = np.asarray(faces)
+        if not isinstance(model, MeshModelInfo):
+            raise TypeError(f"model must be a MeshModelInfo (pipeline.info), got "
+                            f"{type(model).__name__}")
+        self.model = model
+        self.faces = model.faces
         self.detector = detector
         self.clock = clock
         self.log = transport.logger
@@ -328,9 +333,9 @@ class HandMeshNode:
         )
 
     def publish_topology(self) -> None:
-        """Publish the MANO topology once (latched)."""
+        """Publish the mesh model's topology once (latched)."""
         header = messages.make_header(self.transport.now_ns(), "", self.store)
-        msg = mano_topology_message(self.faces, header, self.store)
+        msg = topology_message(self.model, header, self.store)
         self._publishers["topology"].publish(messages.serialize(msg, MESH_TOPOLOGY, self.store))
 
     # --------------------------------------------------------------- callbacks
@@ -487,8 +492,8 @@ class HandMeshNode:
             timings.convert += time.perf_counter() - start
             outgoing.append((key, msg, msgtype))
 
-        add("hands", lambda: hand_mesh_array_message(header, results, self.store),
-            HAND_MESH_ARRAY)
+        add("hands", lambda: hand_mesh_array_message(header, results, self.store,
+                                                     self.model.num_vertices), HAND_MESH_ARRAY)
         if self.params["publish_markers"] and self._wanted("markers"):
             add("markers", lambda: self.markers.build(header, results, ids), MARKER_ARRAY)
         if self.params["publish_tf"] and results and self._wanted("tf"):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
+from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.ros.hand_node import HandDetector, HandMeshNode, HandPipeline
 from fasthmr_ros.ros.parameters import ParameterError, ParameterSet
 from fasthmr_ros.ros.transport import Transport
@@ -44,11 +43,11 @@ def build_detector(params: ParameterSet, log: Any) -> HandDetector | None:
     raise ParameterError(f"detector {name!r} is not available in this build")
 
 
-def build_pipeline(params: ParameterSet) -> tuple[HandPipeline, np.ndarray]:
+def build_pipeline(params: ParameterSet) -> tuple[HandPipeline, MeshModelInfo]:
     """Load the regressor named by ``checkpoint`` and wrap it in the hand mesh pipeline.
 
     Returns:
-        The pipeline and the MANO faces ``(1538, 3)``.
+        The pipeline and its mesh model (MANO for a network checkpoint).
 
     Raises:
         ParameterError: when ``checkpoint`` is not set, or the model or engine cannot be loaded
@@ -82,11 +81,11 @@ def build_pipeline(params: ParameterSet) -> tuple[HandPipeline, np.ndarray]:
         raise ParameterError(f"engine {params['engine']!r} ({params['precision']}, "
                              f"{params['device']}): {exc}") from exc
     pipeline = HandMeshPipeline(network, device=params["device"])
-    return pipeline, np.asarray(pipeline.faces)
+    return pipeline, pipeline.info
 
 
 def create_hand_node(transport: Transport, params: ParameterSet) -> HandMeshNode:
     """Build the model, pipeline and detector and return the (not yet started) node."""
-    pipeline, faces = build_pipeline(params)
+    pipeline, model = build_pipeline(params)
     detector = build_detector(params, transport.logger)
-    return HandMeshNode(transport, params, pipeline, faces, detector)
+    return HandMeshNode(transport, params, pipeline, model, detector)

@@ -107,7 +107,7 @@ def measure_node_overhead(
         # The boxes come from FixedBoxes below (no detector model is loaded or timed).
         params.initialize({"checkpoint": checkpoint, "detector": "full_frame",
                            **(overrides or {})})
-        pipeline, faces = build_pipeline(params)
+        pipeline, model = build_pipeline(params)
         rgb = image if image is not None else _gradient(width, height)
         height, width = rgb.shape[:2]
         node_transport = DdsTransport("hand_mesh_node", domain_id=domain_id)
@@ -120,7 +120,7 @@ def measure_node_overhead(
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
-            node = HandMeshNode(node_transport, params, pipeline, faces,
+            node = HandMeshNode(node_transport, params, pipeline, model,
                                 FixedBoxes(two_hand_boxes(width, height)))
             node.start()
             camera = CameraPublisher(peer, reliable=True)

@@ -13,7 +13,7 @@ import numpy as np
 
 from fasthmr_ros.pipeline.results import HandResult
 from fasthmr_ros.ros import messages
-from fasthmr_ros.ros.hand_messages import rotation_to_quaternion
+from fasthmr_ros.ros.mesh_messages import rotation_to_quaternion
 
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 #: The topic ``tf2_ros`` listens on (absolute: never inside the node's namespace).
