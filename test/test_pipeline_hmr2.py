@@ -83,3 +83,29 @@ def test_estimator_needs_a_body_regressor(estimator) -> None:
         Hmr2BodyEstimator(lambda crops: {})
     with pytest.raises(ValueError, match="max_batch"):
         Hmr2BodyEstimator(estimator.regressor, max_batch=0)
+
+
+def test_hmr2_behind_the_body_pipeline_interface(body_assets) -> None:
+    """``create_body_estimator("hmr2", checkpoint=...)`` plugs into BodyPipeline with PersonBox."""
+    from fasthmr_ros.pipeline.body_estimator import (
+        BodyEstimator,
+        body_estimator_names,
+        create_body_estimator,
+    )
+    from fasthmr_ros.pipeline.body_pipeline import BodyPipeline
+    from fasthmr_ros.pipeline.results import PersonBox
+
+    assert "hmr2" in body_estimator_names()
+    hmr2 = create_body_estimator("hmr2", checkpoint=str(body_assets.root),
+                                 smpl_dir=str(body_assets.data_dir))
+    assert isinstance(hmr2, BodyEstimator) and hmr2.is_test_asset
+    pipeline = BodyPipeline(hmr2)
+    image = draw_sample_hand(640, 480)
+    people = [PersonBox(20, 30, 260, 470, score=0.9), PersonBox(330, 10, 600, 400, score=0.7)]
+    camera = default_intrinsics(640, 480)
+    first = pipeline.run(image, camera, stamp=0.0, people=people)
+    second = pipeline.run(image, camera, stamp=0.1, people=people)
+    assert len(first) == len(second) == 2 and pipeline.info.name == "smpl"
+    assert [r.track_id for r in first] == [r.track_id for r in second]
+    assert all(r.track_id is not None for r in second)
+    assert second[0].vertices.shape == (6890, 3) and second[0].keypoints_2d.shape == (44, 2)

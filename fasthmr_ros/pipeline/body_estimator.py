@@ -110,3 +110,7 @@ def _register_builtin() -> None:
         from fasthmr_ros.pipeline.body_fit import LandmarkBodyFitter
 
         register_body_estimator("landmarks", LandmarkBodyFitter)
+    if "hmr2" not in _ESTIMATORS:
+        from fasthmr_ros.pipeline.hmr2_estimator import create_hmr2_estimator
+
+        register_body_estimator("hmr2", create_hmr2_estimator)

@@ -1,5 +1,10 @@
 """HMR2.0 as a body estimator: person boxes -> HMR2.0's crops -> one batch -> SMPL bodies.
 
+Registered as the body estimator ``hmr2``
+(:func:`~fasthmr_ros.pipeline.body_estimator.create_body_estimator` ``("hmr2",
+checkpoint=..., smpl_dir=..., device=...)``), behind the one
+:class:`~fasthmr_ros.pipeline.body_estimator.BodyEstimator` interface.
+
 Per frame, exactly as 4D-Humans' demo: every person box is grown to the 3:4 aspect the ViT
 sees (no further enlargement), cut as a square (anti-aliased when shrunk more than 2.2x,
 :func:`~fasthmr_ros.pipeline.crop.crop_box`), all crops go through the network in one batch
@@ -21,6 +26,7 @@ import numpy as np
 
 from fasthmr_ros.models.constants import CROP_SIZE
 from fasthmr_ros.models.mesh_model import MeshModelInfo
+from fasthmr_ros.pipeline.body_estimator import PERSON_INDEX, register_body_estimator
 from fasthmr_ros.pipeline.camera import crop_to_camera_translation, project_points
 from fasthmr_ros.pipeline.crop import (
     BODY_RESCALE_FACTOR,
@@ -31,9 +37,6 @@ from fasthmr_ros.pipeline.crop import (
 )
 from fasthmr_ros.pipeline.network_batch import run_regressor
 from fasthmr_ros.pipeline.results import BodyResult, CameraIntrinsics
-
-#: Key of :attr:`BodyResult.extras` naming the input person box a result came from.
-PERSON_INDEX = "person_index"
 
 
 class Hmr2BodyEstimator:
@@ -158,7 +161,10 @@ class Hmr2BodyEstimator:
         people: Sequence[BoxLike],
         camera: CameraIntrinsics,
     ) -> list[BodyResult]:
-        """Reconstruct the bodies of ``people`` in ``image_rgb`` (one network batch)."""
+        """Reconstruct the bodies of ``people`` in ``image_rgb`` (one network batch).
+
+        Person boxes need no landmarks: external boxes and MediaPipe's alike.
+        """
         self._skipped = []
         if not people:
             check_image(image_rgb)
@@ -187,3 +193,6 @@ def create_hmr2_estimator(
     return Hmr2BodyEstimator(
         load_body_regressor(checkpoint, smpl_dir=smpl_dir, device=device), device=device
     )
+
+
+register_body_estimator("hmr2", create_hmr2_estimator)
