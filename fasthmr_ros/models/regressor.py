@@ -16,7 +16,13 @@ import torch
 from torch import nn
 
 from fasthmr_ros.models.constants import CROP_SIZE, CROP_WIDTH
-from fasthmr_ros.models.decoder_head import BODY_LAYOUT, HAND_LAYOUT, DecoderHead, HeadConfig
+from fasthmr_ros.models.decoder_head import (
+    BODY_LAYOUT,
+    HAND_LAYOUT,
+    DecoderHead,
+    HeadConfig,
+    OutputLayout,
+)
 from fasthmr_ros.models.mano import ManoLayer
 from fasthmr_ros.models.mesh_model import MODEL_SMPL, MeshModelInfo
 from fasthmr_ros.models.smpl import SmplLayer
@@ -180,23 +186,29 @@ def _check_widths(config: RegressorConfig) -> None:
         )
 
 
+def _build_vit(
+    regressor: type[MeshRegressor],
+    layout: OutputLayout,
+    config: RegressorConfig,
+    mesh_model: nn.Module,
+    tags: dict,
+) -> MeshRegressor:
+    _check_widths(config)
+    return regressor(
+        VisionTransformer(config.backbone),
+        DecoderHead(config.head, layout),
+        mesh_model,
+        config={"kind": "vit", **tags, **config.to_dict()},
+    )
+
+
 def build_hand_regressor(config: RegressorConfig, mano: ManoLayer) -> HandMeshRegressor:
     """Build a ViT-backbone hand regressor (HaMeR's architecture) with fresh weights."""
-    _check_widths(config)
-    return HandMeshRegressor(
-        VisionTransformer(config.backbone),
-        DecoderHead(config.head, HAND_LAYOUT),
-        mano,
-        config={"kind": "vit", **config.to_dict()},
-    )
+    return _build_vit(HandMeshRegressor, HAND_LAYOUT, config, mano, {})  # type: ignore[return-value]
 
 
 def build_body_regressor(config: RegressorConfig, smpl: SmplLayer) -> BodyMeshRegressor:
     """Build a ViT-backbone body regressor (HMR2.0's architecture) with fresh weights."""
-    _check_widths(config)
-    return BodyMeshRegressor(
-        VisionTransformer(config.backbone),
-        DecoderHead(config.head, BODY_LAYOUT),
-        smpl,
-        config={"kind": "vit", "mesh_model": MODEL_SMPL, **config.to_dict()},
+    return _build_vit(  # type: ignore[return-value]
+        BodyMeshRegressor, BODY_LAYOUT, config, smpl, {"mesh_model": MODEL_SMPL}
     )

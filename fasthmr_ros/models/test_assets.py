@@ -210,31 +210,15 @@ def write_test_assets(
     mano_file = write_synthetic_mano(mano_dir, seed=seed)
     model = random_hand_regressor(config, ManoLayer(load_mano_file(mano_file)), seed=seed)
 
-    generator = torch.Generator().manual_seed(seed + 1)
-    state = dict(model.state_dict())
-    state["initialized"] = torch.tensor(True)
-    for name, shape in DISCRIMINATOR_SHAPES.items():
-        state[f"discriminator.{name}"] = torch.randn(shape, generator=generator) * 0.01
-
+    state = lightning_state(model, DISCRIMINATOR_SHAPES, seed)
     yaml_config = official_model_config(config)
     checkpoint = data_dir / OFFICIAL_CHECKPOINT
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    with pickled_under("yacs.config", CfgNode=_CfgNode):
-        torch.save(
-            {
-                "epoch": 0,
-                "global_step": 0,
-                "pytorch-lightning_version": "2.0.0",
-                "state_dict": state,
-                "hyper_parameters": (
-                    {"cfg": _as_cfg(yaml_config)} if hyper_parameters is None
-                    else hyper_parameters
-                ),
-                "fasthmr_test_asset": True,
-                "fasthmr_config": config.to_dict(),
-            },
-            checkpoint,
-        )
+    _save_lightning(
+        checkpoint,
+        state,
+        {"cfg": _as_cfg(yaml_config)} if hyper_parameters is None else dict(hyper_parameters),
+        config,
+    )
     model_config = data_dir / OFFICIAL_CONFIG
     model_config.write_text(yaml.safe_dump(yaml_config, sort_keys=False), encoding="utf-8")
     (root / "README.txt").write_text(RANDOM_WEIGHTS_NOTICE + "\n", encoding="utf-8")
@@ -294,8 +278,22 @@ def _dict_config(values: dict) -> object | None:
     return OmegaConf.create(values)
 
 
-def _save_lightning(path: Path, state: dict, hyper_parameters: dict, config: RegressorConfig,
-                    yacs: bool) -> None:
+def lightning_state(
+    model: torch.nn.Module, discriminator_shapes: Mapping[str, tuple[int, ...]], seed: int
+) -> dict[str, torch.Tensor]:
+    """``model``'s state dict as a Lightning training run saves it (with a discriminator)."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    state = dict(model.state_dict())
+    state["initialized"] = torch.tensor(True)
+    for name, shape in discriminator_shapes.items():
+        state[f"discriminator.{name}"] = torch.randn(shape, generator=generator) * 0.01
+    return state
+
+
+def _save_lightning(
+    path: Path, state: dict, hyper_parameters: dict, config: RegressorConfig
+) -> None:
+    """A Lightning-style checkpoint; yacs ``CfgNode`` objects pickle under yacs' name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "epoch": 35,
@@ -306,10 +304,7 @@ def _save_lightning(path: Path, state: dict, hyper_parameters: dict, config: Reg
         "fasthmr_test_asset": True,
         "fasthmr_config": config.to_dict(),
     }
-    if yacs:
-        with pickled_under("yacs.config", CfgNode=_CfgNode):
-            torch.save(payload, path)
-    else:
+    with pickled_under("yacs.config", CfgNode=_CfgNode):
         torch.save(payload, path)
 
 
@@ -324,11 +319,7 @@ def write_body_test_assets(
     )
     model = random_body_regressor(config, smpl, load_mean_params(files.mean_params), seed=seed)
 
-    generator = torch.Generator().manual_seed(seed + 1)
-    state = dict(model.state_dict())
-    state["initialized"] = torch.tensor(True)
-    for name, shape in HMR2_DISCRIMINATOR_SHAPES.items():
-        state[f"discriminator.{name}"] = torch.randn(shape, generator=generator) * 0.01
+    state = lightning_state(model, HMR2_DISCRIMINATOR_SHAPES, seed)
 
     yaml_config = official_body_model_config(config)
     checkpoint = root / HMR2_OFFICIAL_CHECKPOINT
@@ -338,11 +329,10 @@ def write_body_test_assets(
         state,
         {"cfg": dict_config if dict_config is not None else _as_cfg(yaml_config)},
         config,
-        yacs=dict_config is None,
     )
     yacs_run = root / HMR2_OFFICIAL_RUN.parent / "1"
     yacs_checkpoint = yacs_run / HMR2_OFFICIAL_CHECKPOINT.relative_to(HMR2_OFFICIAL_RUN)
-    _save_lightning(yacs_checkpoint, state, {"cfg": _as_cfg(yaml_config)}, config, yacs=True)
+    _save_lightning(yacs_checkpoint, state, {"cfg": _as_cfg(yaml_config)}, config)
     text = yaml.safe_dump(yaml_config, sort_keys=False)
     model_config = root / HMR2_OFFICIAL_RUN / "model_config.yaml"
     for folder in (model_config.parent, yacs_run):
