@@ -47,3 +47,11 @@ def distill_tiny_vit() -> dict:
         "head": {"dim": 32, "depth": 1, "heads": 1, "dim_head": 32, "mlp_dim": 32,
                  "context_dim": 32},
     }
+
+
+@pytest.fixture(scope="session")
+def body_assets(tmp_path_factory: pytest.TempPathFactory):
+    """A small random-weights HMR2.0 checkpoint (4D-Humans' layout) and synthetic SMPL files."""
+    from fasthmr_ros.models.test_assets import write_body_test_assets
+
+    return write_body_test_assets(tmp_path_factory.mktemp("body_assets"))

@@ -195,3 +195,18 @@ def test_cli_bench_times_the_landmark_fit(tmp_path, capsys):
     assert [r["hands"] for r in rows] == [1, 2]
     assert all(r["fit_per_hand_ms"] > 0 and r["mean_residual_px"] < 4 for r in rows)
     assert "serialize" in rows[0]["stages"]
+
+
+def test_bench_bodies_hands_alike(body_assets):
+    """Body models run the same stages (HMR2.0 crops, SMPL) on torch and ONNX Runtime."""
+    report = run_benchmark(
+        ["small", "body-small", f"body-file={body_assets.yacs_checkpoint}"],
+        engines=["torch", "onnxruntime"], batches=[1, 2], warmup=0, iterations=1,
+        progress=False,
+    )
+    results = {r.variant.label: r for r in report.results}
+    assert len(results) == 3 * 2 * 2 and all(r.skipped is None for r in results.values())
+    for label, r in results.items():
+        assert {"decode", "crop", "network", "mesh", "post"} <= set(r.stages), label
+        assert r.output_change_mm < 0.05, label  # fp32 engines agree with eager PyTorch
+    assert "| body-file/onnxruntime/fp32/b2 |" in markdown_table(report)

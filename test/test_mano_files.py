@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fasthmr_ros.cli.main import main
-from fasthmr_ros.models import mano_files
+from fasthmr_ros.models import model_files
 from fasthmr_ros.models.constants import MANO_PARENTS
 from fasthmr_ros.models.mano_files import (
     REQUIRED_SHAPES,
@@ -25,7 +25,7 @@ from fasthmr_ros.models.mano_files import (
 )
 from fasthmr_ros.models.pickle_names import pickled_under
 
-Ch = mano_files._Ch  # the chumpy-like class the synthetic writer pickles
+Ch = model_files.ChumpyLike  # the chumpy-like class the synthetic writer pickles
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
-"""Equality with HaMeR's formulas, checked against an independent functional re-statement.
+"""Equality with HaMeR's and HMR2.0's formulas, checked against an independent re-statement.
 
-The reference below is written from the published description of HaMeR (see
-``shared/research/hamer.md`` sections 2.1-2.6), directly on the raw state dict with explicit
-tensor algebra (einsum attention, layer norm and GELU written out), and shares no code with
-``fasthmr_ros.models``. The regressor must agree with it within 1e-4 in fp32.
+The reference below is written from the published description of HaMeR and HMR2.0 (see
+``shared/research/hamer.md`` sections 2.1-2.6 and ``shared/research/fasthmr.md`` section 2),
+directly on the raw state dict with explicit tensor algebra (einsum attention, layer norm, GELU
+and SMPL's linear blend skinning written out, in float64), and shares no code with
+``fasthmr_ros.models``. The regressors must agree with it within 1e-4 in fp32.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _linear(x, sd, name, bias=True):
     return out + sd[f"{name}.bias"] if bias else out
 
 
-def _reference_network(sd, crops, vit_heads, head_heads):
+def _reference_network(sd, crops, vit_heads, head_heads, head="mano_head", pose="hand_pose"):
     x = crops[:, :, :, 32:224]
     feats = torch.nn.functional.conv2d(
         x, sd["backbone.patch_embed.proj.weight"], sd["backbone.patch_embed.proj.bias"],
@@ -72,7 +73,7 @@ def _reference_network(sd, crops, vit_heads, head_heads):
         tokens, sd["backbone.last_norm.weight"], sd["backbone.last_norm.bias"], 1e-6
     )
 
-    t = "mano_head.transformer."
+    t = f"{head}.transformer."
     query = torch.zeros(b, 1, 1, dtype=x.dtype)
     token = _linear(query, sd, t + "to_token_embedding") + sd[t + "pos_embedding"]
     layers = 1 + max(
@@ -90,17 +91,17 @@ def _reference_network(sd, crops, vit_heads, head_heads):
         h = _layer_norm(token, sd[p + "2.norm.weight"], sd[p + "2.norm.bias"], 1e-5)
         token = token + _linear(_gelu(_linear(h, sd, p + "2.fn.net.0")), sd, p + "2.fn.net.3")
     token = token[:, 0]
-    pose6d = _linear(token, sd, "mano_head.decpose") + sd["mano_head.init_hand_pose"]
-    betas = _linear(token, sd, "mano_head.decshape") + sd["mano_head.init_betas"]
-    cam = _linear(token, sd, "mano_head.deccam") + sd["mano_head.init_cam"]
+    pose6d = _linear(token, sd, f"{head}.decpose") + sd[f"{head}.init_{pose}"]
+    betas = _linear(token, sd, f"{head}.decshape") + sd[f"{head}.init_betas"]
+    cam = _linear(token, sd, f"{head}.deccam") + sd[f"{head}.init_cam"]
     # 6D -> matrix: the six numbers are two columns; Gram-Schmidt; third column by cross product.
     cols = pose6d.reshape(-1, 2, 3).permute(0, 2, 1)
     a1, a2 = cols[:, :, 0], cols[:, :, 1]
     b1 = a1 / a1.norm(dim=1, keepdim=True).clamp_min(1e-12)
     u = a2 - (b1 * a2).sum(1, keepdim=True) * b1
     b2 = u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    rot = torch.stack([b1, b2, torch.cross(b1, b2, dim=1)], dim=-1).reshape(b, 16, 3, 3)
-    return {"global_orient": rot[:, :1], "hand_pose": rot[:, 1:], "betas": betas, "cam": cam}
+    rot = torch.stack([b1, b2, torch.cross(b1, b2, dim=1)], dim=-1).reshape(b, -1, 3, 3)
+    return {"global_orient": rot[:, :1], pose: rot[:, 1:], "betas": betas, "cam": cam}
 
 
 def test_network_matches_reference_formulas(test_assets, hand_regressor) -> None:

@@ -1,4 +1,4 @@
-"""``fasthmr make-test-assets``: random-weights checkpoint and synthetic MANO files."""
+"""``fasthmr make-test-assets``: random-weights checkpoints and synthetic MANO/SMPL files."""
 
 from __future__ import annotations
 
@@ -16,21 +16,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``make-test-assets`` sub-command."""
     parser = subparsers.add_parser(
         "make-test-assets",
-        help="write random-weights model files in HaMeR's layout (to try the package)",
+        help="write random-weights model files in HaMeR's and HMR2.0's layouts (to try the "
+        "package)",
         description=(
             "Write a random-weights checkpoint in the official HaMeR layout "
             "(DIR/_DATA/hamer_ckpts/checkpoints/hamer.ckpt + model_config.yaml) and a "
             "synthetic MANO model (DIR/_DATA/data/mano/MANO_RIGHT.pkl), plus a drawn sample image "
             "(DIR/sample_hand.png), and with --student random-weights students "
-            "(DIR/students/NAME.ckpt). Every command runs on them, but the meshes are "
-            "meaningless: for real results use HaMeR's data download."
+            "(DIR/students/NAME.ckpt). For bodies, a random-weights HMR2.0 checkpoint in "
+            "4D-Humans' layout (DIR/4DHumans/logs/train/multiruns/hmr2/0/checkpoints/"
+            "epoch=35-step=1000000.ckpt + model_config.yaml, its training configuration pickled "
+            "as an omegaconf DictConfig as Hydra writes it; run 1 beside it holds the same "
+            "weights with a yacs configuration) and a synthetic SMPL data folder "
+            "(DIR/4DHumans/data/: smpl/SMPL_NEUTRAL.pkl, SMPL_to_J19.pkl, smpl_mean_params.npz). "
+            "Every command runs on them, but the meshes are meaningless: for real results use "
+            "HaMeR's and 4D-Humans' downloads."
         ),
     )
     parser.add_argument("dir", help="output folder (created if missing)")
     parser.add_argument(
+        "--models",
+        choices=("all", "hands", "bodies"),
+        default="all",
+        help="which assets to write: HaMeR hands, HMR2.0 bodies or both (default)",
+    )
+    parser.add_argument(
         "--vit-h",
         action="store_true",
-        help="full-size ViT-H teacher (2.7 GB file, for benchmarks) instead of a tiny one",
+        help="full-size ViT-H networks (2.7 GB per file, for benchmarks) instead of tiny ones",
     )
     parser.add_argument(
         "--student",
@@ -57,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from fasthmr_ros.models.test_assets import RANDOM_WEIGHTS_NOTICE, write_test_assets
 
     config = RegressorConfig() if args.vit_h else SMALL_CONFIG
+    if args.models in ("all", "bodies"):
+        _write_bodies(args, config)
+    if args.models == "bodies":
+        return 0
     try:
         assets = write_test_assets(args.dir, config=config, seed=args.seed)
     except OSError as exc:
@@ -75,6 +92,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"student {name}: {_write_student(args, assets, name)}")
     print(f"WARNING: {RANDOM_WEIGHTS_NOTICE}")
     return 0
+
+
+def _write_bodies(args: argparse.Namespace, config: object) -> None:
+    """Write the HMR2.0 assets and print where they are."""
+    from fasthmr_ros.models.test_assets import BODY_RANDOM_WEIGHTS_NOTICE, write_body_test_assets
+
+    try:
+        bodies = write_body_test_assets(args.dir, config=config, seed=args.seed)
+    except OSError as exc:
+        raise CommandError(f"cannot write test assets to {args.dir}: {exc}") from None
+    print(f"body checkpoint (HMR2.0 layout): {bodies.checkpoint}")
+    print(f"body checkpoint, yacs configuration: {bodies.yacs_checkpoint}")
+    print(f"SMPL data folder (4D-Humans' data/): {bodies.data_dir}")
+    print(f"WARNING: {BODY_RANDOM_WEIGHTS_NOTICE}")
 
 
 def _write_student(args: argparse.Namespace, assets: TestAssets, name: str) -> Path:

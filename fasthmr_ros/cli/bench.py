@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fasthmr_ros.cli.main import CommandError
-from fasthmr_ros.cli.model_args import MANO_DIR_HELP
+from fasthmr_ros.cli.model_args import MANO_DIR_HELP, SMPL_DIR_HELP
 
 T = TypeVar("T")
 
@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench",
         help="measure per-stage latency of models, engines, precisions and batch sizes",
         description=(
-            "Time decode, crop, network, MANO and post-processing for every combination of "
+            "Time decode, crop, network, mesh model (MANO or SMPL) and post-processing for "
+            "every combination of "
             "--models x --engines x --precisions x --input-scales x --batches on a synthetic "
             "640x480 frame (warm-up first, GPU synchronised around each stage; median, p90, "
             "p99). Prints a markdown table; --json and --plot write the full results and a PNG. "
@@ -62,14 +63,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated: 'teacher' (ViT-H, random weights unless teacher=CHECKPOINT), "
         "'small' (tiny test model), a timm student backbone (mobilenetv3_large_100, "
         "mobilevit_s, resnet50, convnext_large, ...: random weights) or a checkpoint path "
-        "(NAME=PATH to label it); default small",
+        "(NAME=PATH to label it); bodies: 'body' (HMR2.0's ViT-H, random weights, synthetic "
+        "SMPL), 'body-small' or body=CHECKPOINT (HMR2.0's epoch=35-step=1000000.ckpt or its "
+        "4DHumans folder); default small",
     )
     parser.add_argument("--engines", type=_listed(str, "engines"), default=["torch"],
                         help="comma-separated: torch, onnxruntime, tensorrt (default torch)")
     parser.add_argument("--precisions", type=_listed(str, "precisions"), default=["fp32"],
                         help="comma-separated: fp32, fp16, bf16 (default fp32)")
     parser.add_argument("--batches", type=_listed(int, "batch sizes"), default=[1],
-                        help="comma-separated hands per frame, e.g. 1,2,8 (default 1)")
+                        help="comma-separated hands (people, for body models) per frame, e.g. "
+                        "1,2,8 (default 1)")
     parser.add_argument(
         "--input-scales",
         type=_listed(float, "input scales"),
@@ -101,6 +105,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int,
                         help="CPU threads for PyTorch and ONNX Runtime (default: their own)")
     parser.add_argument("--mano-dir", help=f"for the checkpoints in --models: {MANO_DIR_HELP}")
+    parser.add_argument("--smpl-dir", help=f"for the body checkpoints: {SMPL_DIR_HELP}")
     parser.add_argument("--cache-dir", metavar="DIR",
                         help="package cache root for exported ONNX graphs and TensorRT engines "
                         "(default ~/.cache/fasthmr_ros, or $FASTHMR_CACHE)")
@@ -220,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device, warmup=args.warmup, iterations=args.iterations,
             mano_dir=args.mano_dir, engine_options=options, baseline=args.baseline,
             optional=_optional_stages(args), cuda_graphs=args.cuda_graphs,
-            merge_plans=args.merge_plans,
+            merge_plans=args.merge_plans, smpl_dir=args.smpl_dir,
         )
     except (EngineError, CheckpointError, ValueError) as exc:
         raise CommandError(str(exc)) from None

@@ -18,7 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bag",
     # model files
     "assets",
-    "convert_mano",
+    "convert_models",
     # acceleration
     "export",
     "engine",

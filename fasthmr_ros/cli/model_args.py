@@ -24,6 +24,11 @@ MERGE_PLAN_HELP = (
     "FastHMR merge plan (JSON) for a ViT teacher: folds blocks and merges background tokens, "
     "training-free; write one with 'fasthmr merge calibrate' (default: none)"
 )
+#: Help of ``--smpl-dir``.
+SMPL_DIR_HELP = (
+    "folder with SMPL_NEUTRAL.pkl, or 4D-Humans' data/ folder (default: SMPL stored in the "
+    "checkpoint)"
+)
 #: Printed before and after the output of a run on random-weights test assets.
 RANDOM_WEIGHTS_WARNING = (
     "WARNING: this checkpoint was written by 'fasthmr make-test-assets': its weights are RANDOM "

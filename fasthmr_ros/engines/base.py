@@ -1,10 +1,11 @@
 """The engine interface: one way to call the network, whatever runs it.
 
-An *engine* runs the network part of a hand regressor (backbone + MANO head, i.e.
-:meth:`HandMeshRegressor.forward_network`) on normalised crops ``(B, 3, 256, 256)`` float32 and
-returns the :data:`~fasthmr_ros.models.regressor.NETWORK_OUTPUTS` as float32 torch tensors:
-``global_orient`` (B, 1, 3, 3), ``hand_pose`` (B, 15, 3, 3), ``betas`` (B, 10), ``cam`` (B, 3).
-MANO then runs in PyTorch (fp32) on those outputs.
+An *engine* runs the network part of a mesh regressor (backbone + decoder head, i.e.
+:meth:`MeshRegressor.forward_network`) on normalised crops ``(B, 3, 256, 256)`` float32 and
+returns the regressor's named network outputs (``regressor.network_outputs``) as float32 torch
+tensors: for hands ``global_orient`` (B, 1, 3, 3), ``hand_pose`` (B, 15, 3, 3), ``betas``
+(B, 10), ``cam`` (B, 3); for bodies ``body_pose`` (B, 23, 3, 3) instead of ``hand_pose``. The
+mesh model (MANO or SMPL) then runs in PyTorch (fp32) on those outputs.
 
 * :class:`NetworkRunner` is the protocol every engine implements (``name`` and ``run``).
 * :class:`EngineRegressor` wraps a runner and the regressor it was made from into a callable
@@ -21,7 +22,7 @@ naming what to use instead.
 Graph-based engines (ONNX Runtime, TensorRT) run the ONNX file written by
 ``fasthmr_ros.engines.onnx_export.export_onnx(regressor, path, input_scale=1.0)``: one float32
 input named :data:`NETWORK_INPUT` (``crops``, shape ``(batch, 3, 256, 256)``, dynamic batch) and
-float32 outputs named as ``NETWORK_OUTPUTS`` with the shapes of :data:`NETWORK_OUTPUT_SHAPES`.
+float32 outputs named and shaped as one of the :data:`OUTPUT_LAYOUTS` (hands or bodies).
 
 A ViT teacher with a masked token-merging plan (:mod:`fasthmr_ros.models.merge_plan`) takes a
 second input, :data:`NETWORK_FOREGROUND` ``(batch, tokens)`` float32 (1: the token is foreground
@@ -33,7 +34,7 @@ unchanged.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -41,7 +42,8 @@ import torch
 from torch import nn
 
 from fasthmr_ros.models.constants import CROP_SIZE
-from fasthmr_ros.models.regressor import NETWORK_OUTPUTS, HandMeshRegressor
+from fasthmr_ros.models.decoder_head import BODY_LAYOUT, HAND_LAYOUT, OutputLayout
+from fasthmr_ros.models.regressor import MeshRegressor
 
 #: Engine names the package ships (the TensorRT one needs ``tensorrt`` and a GPU).
 ENGINES: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
@@ -53,13 +55,10 @@ PRECISION_DTYPES: dict[str, torch.dtype] = {
     "fp16": torch.float16,
     "bf16": torch.bfloat16,
 }
-#: Shape of one output of the network, without the batch axis.
-NETWORK_OUTPUT_SHAPES: dict[str, tuple[int, ...]] = {
-    "global_orient": (1, 3, 3),
-    "hand_pose": (15, 3, 3),
-    "betas": (10,),
-    "cam": (3,),
-}
+#: The output layouts a network graph may have: the hand network's and the body network's.
+OUTPUT_LAYOUTS: tuple[OutputLayout, ...] = (HAND_LAYOUT, BODY_LAYOUT)
+#: Shape of one output of the hand network, without the batch axis.
+NETWORK_OUTPUT_SHAPES: dict[str, tuple[int, ...]] = HAND_LAYOUT.output_shapes
 #: Name of the network's image input (ONNX graphs and TensorRT engines use it).
 NETWORK_INPUT = "crops"
 #: Name of the per-token foreground input of masked token-merging networks.
@@ -83,12 +82,23 @@ class EngineError(ValueError):
     """An engine that cannot be built or run as asked, with what to do instead."""
 
 
+def layout_of_outputs(names: Sequence[str]) -> OutputLayout | None:
+    """The :data:`OUTPUT_LAYOUTS` entry whose outputs are ``names`` (any order), else ``None``."""
+    return next((lay for lay in OUTPUT_LAYOUTS if sorted(lay.outputs) == sorted(names)), None)
+
+
+def describe_layouts() -> str:
+    """The accepted output signatures, for messages."""
+    return " or ".join(str(list(layout.outputs)) for layout in OUTPUT_LAYOUTS)
+
+
 @runtime_checkable
 class NetworkRunner(Protocol):
-    """Runs the network (backbone + head) of one hand regressor.
+    """Runs the network (backbone + head) of one mesh regressor.
 
     ``run(crops)`` takes normalised crops ``(B, 3, 256, 256)`` float32 on any device and returns
-    a dict with every key of ``NETWORK_OUTPUTS`` as float32 tensors (on the runner's device).
+    a dict with every network output of the regressor as float32 tensors (on the runner's
+    device).
     ``name`` describes the engine for logs and benchmarks (e.g. ``"onnxruntime-fp32-cpu"``).
     """
 
@@ -206,12 +216,17 @@ def check_foreground(foreground: torch.Tensor | None, batch: int) -> torch.Tenso
     return foreground.to(torch.float32)
 
 
-def check_network_outputs(outputs: Mapping[str, torch.Tensor], batch: int, source: str) -> None:
-    """Raise :class:`EngineError` unless ``outputs`` holds every network output with its shape."""
-    missing = [k for k in NETWORK_OUTPUTS if k not in outputs]
+def check_network_outputs(
+    outputs: Mapping[str, torch.Tensor],
+    batch: int,
+    source: str,
+    shapes: Mapping[str, tuple[int, ...]] = NETWORK_OUTPUT_SHAPES,
+) -> None:
+    """Raise :class:`EngineError` unless ``outputs`` holds every output of ``shapes``."""
+    missing = [k for k in shapes if k not in outputs]
     if missing:
         raise EngineError(f"{source} returned no {', '.join(missing)}; got {sorted(outputs)}.")
-    for key, shape in NETWORK_OUTPUT_SHAPES.items():
+    for key, shape in shapes.items():
         got = tuple(outputs[key].shape)
         if got != (batch, *shape):
             raise EngineError(f"{source}: output '{key}' has shape {got}, "
@@ -219,15 +234,15 @@ def check_network_outputs(outputs: Mapping[str, torch.Tensor], batch: int, sourc
 
 
 class EngineRegressor(nn.Module):
-    """A hand regressor whose network runs on an engine; MANO runs in PyTorch after it.
+    """A mesh regressor whose network runs on an engine; the mesh model runs in PyTorch after.
 
-    Calling it has the contract of :class:`HandMeshRegressor`: normalised crops
-    ``(B, 3, 256, 256)`` float32 in, a dict with ``vertices``, ``joints``, ``global_orient``,
-    ``hand_pose``, ``betas`` and ``cam`` (float32, on the device of the regressor's MANO layer)
-    out. ``faces``, ``is_test_asset`` and ``config`` are the regressor's.
+    Calling it has the contract of the regressor (:class:`HandMeshRegressor` or
+    :class:`BodyMeshRegressor`): normalised crops ``(B, 3, 256, 256)`` float32 in, a dict with
+    ``vertices``, ``joints`` and the network outputs (float32, on the device of the regressor's
+    mesh model) out. ``faces``, ``info``, ``is_test_asset`` and ``config`` are the regressor's.
     """
 
-    def __init__(self, runner: NetworkRunner, regressor: HandMeshRegressor) -> None:
+    def __init__(self, runner: NetworkRunner, regressor: MeshRegressor) -> None:
         super().__init__()
         if not callable(getattr(runner, "run", None)):
             raise TypeError(f"runner {runner!r} has no run(crops) method")
@@ -241,13 +256,18 @@ class EngineRegressor(nn.Module):
 
     @property
     def faces(self) -> np.ndarray:
-        """Triangles (1538, 3) int64 of the right hand."""
+        """Triangles (F, 3) int64 of the mesh model."""
         return self.regressor.faces
 
     @property
     def info(self) -> Any:
-        """The regressor's mesh model (:class:`~fasthmr_ros.models.mesh_model.MeshModelInfo`)."""
+        """The mesh model's structure (:class:`~fasthmr_ros.models.mesh_model.MeshModelInfo`)."""
         return self.regressor.info
+
+    @property
+    def network_outputs(self) -> tuple[str, ...]:
+        """Names of the network outputs."""
+        return self.regressor.network_outputs
 
     @property
     def is_test_asset(self) -> bool:
@@ -259,8 +279,8 @@ class EngineRegressor(nn.Module):
         """The regressor's architecture configuration."""
         return self.regressor.config
 
-    def _mano_device(self) -> torch.device:
-        buffer = next(self.regressor.mano.buffers(), None)
+    def _mesh_model_device(self) -> torch.device:
+        buffer = next(self.regressor.mesh_model.buffers(), None)
         return buffer.device if buffer is not None else torch.device("cpu")
 
     @property
@@ -273,29 +293,33 @@ class EngineRegressor(nn.Module):
     def forward_network(
         self, crops: torch.Tensor, foreground: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """Run the engine: float32 network outputs on the MANO device."""
+        """Run the engine: float32 network outputs on the mesh model's device."""
         check_crops(crops)
         foreground = check_foreground(foreground, crops.shape[0])
         outputs = (self.runner.run(crops) if foreground is None
                    else self.runner.run(crops, foreground=foreground))
-        check_network_outputs(outputs, crops.shape[0], self.runner.name)
-        device = self._mano_device()
-        return {k: outputs[k].to(device=device, dtype=torch.float32) for k in NETWORK_OUTPUTS}
+        shapes = self.regressor.network_output_shapes
+        check_network_outputs(outputs, crops.shape[0], self.runner.name, shapes)
+        device = self._mesh_model_device()
+        return {k: outputs[k].to(device=device, dtype=torch.float32) for k in shapes}
 
-    def run_mano(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Add ``vertices`` and ``joints`` to network outputs (the regressor's MANO layer)."""
-        return self.regressor.run_mano(params)
+    def run_mesh_model(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Add ``vertices`` and ``joints`` to network outputs (the regressor's mesh model)."""
+        return self.regressor.run_mesh_model(params)
+
+    #: The hand name of :meth:`run_mesh_model`.
+    run_mano = run_mesh_model
 
     def forward(
         self, crops: torch.Tensor, foreground: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """Run the engine then MANO on normalised crops."""
+        """Run the engine then the mesh model on normalised crops."""
         with torch.inference_mode():
-            return self.run_mano(self.forward_network(crops, foreground))
+            return self.run_mesh_model(self.forward_network(crops, foreground))
 
 
 def create_runner(
-    regressor: HandMeshRegressor,
+    regressor: MeshRegressor,
     engine: str = "torch",
     precision: str = "fp32",
     device: str | torch.device = "cpu",
@@ -312,7 +336,7 @@ def create_runner(
 
 
 def create_engine(
-    regressor: HandMeshRegressor,
+    regressor: MeshRegressor,
     engine: str = "torch",
     precision: str = "fp32",
     device: str | torch.device = "cpu",
@@ -321,11 +345,12 @@ def create_engine(
     """Build an :class:`EngineRegressor`: ``regressor`` with its network run by ``engine``.
 
     Args:
-        regressor: a loaded hand regressor (``fasthmr_ros.load_hand_regressor``).
+        regressor: a loaded regressor (``fasthmr_ros.load_hand_regressor`` or
+            ``load_body_regressor``).
         engine: ``"torch"``, ``"onnxruntime"``, ``"tensorrt"`` or a registered name.
         precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``; not every engine runs every precision
             on every device (fp16 needs a GPU, for example): unsupported ones raise.
-        device: ``"cpu"`` or ``"cuda:N"``. The regressor (and so MANO) is moved there.
+        device: ``"cpu"`` or ``"cuda:N"``. The regressor (and its mesh model) is moved there.
         **options: engine-specific options (e.g. ``input_scale``, ``cuda_graphs``,
             ``onnx_path``, ``providers``); unknown options raise :class:`EngineError`.
 

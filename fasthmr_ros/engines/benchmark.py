@@ -1,15 +1,18 @@
-"""Per-stage latency of the hand path over model x engine x precision x batch x input scale.
+"""Per-stage latency of the hand and body paths over model x engine x precision x batch x scale.
 
-Every variant processes the same synthetic 640x480 frame with ``batch`` hand boxes through the
-stages a node runs, each timed separately (with ``torch.cuda.synchronize`` on a GPU):
+Every variant processes the same synthetic 640x480 frame with ``batch`` hand boxes (person boxes
+for body models) through the stages a node runs, each timed separately (with
+``torch.cuda.synchronize`` on a GPU):
 
 * ``decode``: JPEG bytes to an RGB frame (OpenCV), as for a compressed image topic;
 * ``detect``: the hand detector on that frame, when one is given (its boxes are not used, so
   that every variant reconstructs the same ``batch`` hands);
-* ``crop``: the pipeline's crops of every box into one ``(B, 3, 256, 256)`` batch, on the device;
+* ``crop``: the pipeline's crops of every box into one ``(B, 3, 256, 256)`` batch, on the device
+  (HaMeR's hand crops, HMR2.0's person crops);
 * ``network``: the engine (backbone + head);
-* ``mano``: MANO in PyTorch;
-* ``post``: outputs to host arrays and to camera-frame :class:`HandResult` objects;
+* ``mesh``: the mesh model in PyTorch (MANO for hands, SMPL with HMR2.0's 44 joints for bodies);
+* ``post``: outputs to host arrays and to camera-frame :class:`HandResult` /
+  :class:`BodyResult` objects;
 * ``serialize``: the results to the bytes of an output message, when a serializer is given
   (the ROS layer passes ``HandMeshArray`` CDR encoding).
 
@@ -25,7 +28,9 @@ with random weights they say nothing about accuracy).
 
 Model names: ``teacher`` (HaMeR's ViT-H with random weights built in memory, or a checkpoint
 given with ``name=PATH``), ``small`` (the tiny test configuration), any timm name (a student
-with HaMeR's head and random weights) or a checkpoint path.
+with HaMeR's head and random weights) or a checkpoint path. Body models: ``body`` (HMR2.0's
+ViT-H with random weights and a synthetic SMPL), ``body-small`` (the tiny configuration), or an
+HMR2.0 checkpoint as ``body=PATH`` (any name starting with ``body``).
 """
 
 from __future__ import annotations
@@ -48,14 +53,16 @@ import torch
 from tqdm import tqdm
 
 from fasthmr_ros.engines.base import EngineError, EngineRegressor, create_engine, parse_device
-from fasthmr_ros.models.regressor import HandMeshRegressor
+from fasthmr_ros.models.regressor import BodyMeshRegressor, MeshRegressor
 
 #: Stages timed for every variant, in pipeline order.
-STAGES: tuple[str, ...] = ("decode", "detect", "crop", "network", "mano", "post", "serialize")
+STAGES: tuple[str, ...] = ("decode", "detect", "crop", "network", "mesh", "post", "serialize")
 #: Size of the synthetic frame.
 FRAME_SIZE: tuple[int, int] = (640, 480)
 #: Models built in memory by name (besides timm student names and checkpoint paths).
-BUILTIN_MODELS: tuple[str, ...] = ("teacher", "small")
+BUILTIN_MODELS: tuple[str, ...] = ("teacher", "small", "body", "body-small")
+#: Prefix of model names that are body (HMR2.0) models.
+BODY_PREFIX = "body"
 #: The ``--merge-plans`` entry for the model as trained.
 NO_PLAN = "none"
 
@@ -236,12 +243,39 @@ def model_label(spec: str) -> str:
     return name if sep and name else spec
 
 
-def build_model(spec: str, mano_dir: str | None = None) -> HandMeshRegressor:
+def _synthetic_body(config: Any) -> BodyMeshRegressor:
+    from fasthmr_ros.models.smpl import SmplLayer
+    from fasthmr_ros.models.smpl_files import make_synthetic_smpl
+    from fasthmr_ros.models.test_assets import random_body_regressor
+
+    arrays = make_synthetic_smpl(0)
+    mean = {"pose": arrays["mean_pose"].astype(np.float32),
+            "shape": arrays["mean_shape"].astype(np.float32),
+            "cam": arrays["mean_cam"].astype(np.float32)}
+    return random_body_regressor(config, SmplLayer(arrays, arrays["joint_regressor_extra"]), mean)
+
+
+def is_body_model(spec: str) -> bool:
+    """Whether ``spec`` names a body (HMR2.0) model: its name starts with ``body``."""
+    return model_label(spec).startswith(BODY_PREFIX)
+
+
+def build_model(
+    spec: str, mano_dir: str | None = None, smpl_dir: str | None = None
+) -> MeshRegressor:
     """Build or load the regressor named ``spec`` (see the module docstring) in eval mode."""
     from fasthmr_ros.models.regressor import SMALL_CONFIG, RegressorConfig
     from fasthmr_ros.models.test_assets import init_near_mean_hand, random_hand_regressor
 
     name, _, path = spec.partition("=")
+    if is_body_model(spec):
+        if path:
+            from fasthmr_ros import load_body_regressor
+
+            return load_body_regressor(path, smpl_dir=smpl_dir)
+        if name in ("body", "body-small"):
+            return _synthetic_body(SMALL_CONFIG if name == "body-small" else RegressorConfig())
+        raise EngineError(f"body model '{spec}': use body, body-small or body=CHECKPOINT")
     if path or Path(spec).exists():
         from fasthmr_ros import load_hand_regressor
 
@@ -264,6 +298,27 @@ def build_model(spec: str, mano_dir: str | None = None) -> HandMeshRegressor:
 
 # --------------------------------------------------------------------------------------------
 # the frame and the stages
+
+
+@dataclass(frozen=True)
+class SyntheticPerson:
+    """A person box of the synthetic frame (pixels)."""
+
+    xyxy: np.ndarray
+    score: float = 1.0
+
+
+def synthetic_people(batch: int, seed: int = 0) -> list[SyntheticPerson]:
+    """``batch`` standing-person boxes (about 1:2.5) on the synthetic frame."""
+    width, height = FRAME_SIZE
+    rng = np.random.default_rng(seed)
+    people = []
+    for _ in range(batch):
+        h = rng.uniform(200, height)
+        w = h / rng.uniform(2.0, 3.0)
+        x1, y1 = rng.uniform(0, width - w), rng.uniform(0, height - h)
+        people.append(SyntheticPerson(np.array([x1, y1, x1 + w, y1 + h])))
+    return people
 
 
 def synthetic_frame(batch: int, seed: int = 0) -> tuple[bytes, list[Any]]:
@@ -314,17 +369,24 @@ class _Timer:
 class OptionalStages:
     """Parts of the frame path that live outside the engines layer, passed in by the caller.
 
-    ``detector(rgb) -> boxes`` and ``serializer(results) -> bytes``; ``None`` leaves the stage
-    out.
+    ``detector(rgb) -> boxes`` and ``serializer(results) -> bytes`` for hands, and their body
+    counterparts (``body_detector``: a person detector; ``body_serializer``: ``BodyMeshArray``
+    encoding) for body models; ``None`` leaves the stage out.
     """
 
     detector: Callable[[np.ndarray], Any] | None = None
     serializer: Callable[[list[Any]], bytes] | None = None
+    body_detector: Callable[[np.ndarray], Any] | None = None
+    body_serializer: Callable[[list[Any]], bytes] | None = None
+
+    def for_bodies(self) -> OptionalStages:
+        """The stages a body variant runs (the body detector and serializer)."""
+        return OptionalStages(detector=self.body_detector, serializer=self.body_serializer)
 
 
 def _run_frame(engine: EngineRegressor, pipeline: Any, jpeg: bytes, boxes: list[Any],
                timer: _Timer, optional: OptionalStages) -> dict[str, torch.Tensor]:
-    """One frame through every stage; returns the network + MANO outputs."""
+    """One frame through every stage; returns the network + mesh model outputs."""
     from fasthmr_ros.pipeline.camera import default_intrinsics
 
     with timer.stage("decode"):
@@ -335,13 +397,15 @@ def _run_frame(engine: EngineRegressor, pipeline: Any, jpeg: bytes, boxes: list[
     with timer.stage("crop"):
         batch, transforms = pipeline.make_batch(rgb, boxes)
         crops = torch.from_numpy(batch).to(timer.device)
-        flags = pipeline.make_foreground(boxes, transforms)  # masked merge plans only
+        # Masked merge plans only (the hand pipeline makes the flags from the landmarks).
+        make_foreground = getattr(pipeline, "make_foreground", None)
+        flags = None if make_foreground is None else make_foreground(boxes, transforms)
         foreground = None if flags is None else torch.from_numpy(flags).to(timer.device)
     with torch.inference_mode():
         with timer.stage("network"):
             params = engine.forward_network(crops, foreground)
-        with timer.stage("mano"):
-            outputs = engine.run_mano(params)
+        with timer.stage("mesh"):
+            outputs = engine.run_mesh_model(params)
     with timer.stage("post"):
         arrays = {k: v.detach().float().cpu().numpy() for k, v in outputs.items()}
         results = pipeline.to_results(arrays, boxes, transforms,
@@ -365,7 +429,7 @@ CHANGE_OUTPUTS: dict[str, str] = {"vertices": "output_change_mm", "joints": "joi
 
 
 def torch_reference(
-    regressor: HandMeshRegressor,
+    regressor: MeshRegressor,
 ) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     """``crops -> {vertices, joints}`` of the eager fp32 regressor, once per batch size.
 
@@ -424,7 +488,7 @@ def apply_ratios(results: Sequence[VariantResult], baseline: VariantResult) -> N
 
 def _build_engines(
     variants: Sequence[Variant],
-    regressors: dict[str, HandMeshRegressor],
+    regressors: dict[str, MeshRegressor],
     device: str,
     engine_options: dict[str, dict[str, Any]],
     bar: Any,
@@ -455,7 +519,7 @@ def _build_engines(
     return engines, setup
 
 
-def count_network_macs(regressor: HandMeshRegressor, foreground: bool = False,
+def count_network_macs(regressor: MeshRegressor, foreground: bool = False,
                        attention: bool = True) -> float:
     """Multiply-accumulates of one crop through the network (backbone + head), counted.
 
@@ -496,18 +560,18 @@ def count_network_macs(regressor: HandMeshRegressor, foreground: bool = False,
 
 def _plan_models(
     specs: dict[str, str], merge_plans: Sequence[str], mano_dir: str | None,
-    device: torch.device, bar: Any,
-) -> dict[tuple[str, str], HandMeshRegressor]:
+    smpl_dir: str | None, device: torch.device, bar: Any,
+) -> dict[tuple[str, str], MeshRegressor]:
     """Every (model, plan) regressor: the model as loaded, and a merged copy per plan."""
     import copy
 
     from fasthmr_ros.models.merge_plan import apply_merge_plan, load_merge_plan
 
     plans = {plan: load_merge_plan(plan) for plan in merge_plans if plan != NO_PLAN}
-    regressors: dict[tuple[str, str], HandMeshRegressor] = {}
+    regressors: dict[tuple[str, str], MeshRegressor] = {}
     for name, spec in specs.items():
         bar.set_postfix_str(f"building model {name}")
-        base = build_model(spec, mano_dir).to(device)
+        base = build_model(spec, mano_dir, smpl_dir).to(device)
         regressors[(name, NO_PLAN)] = base
         for plan_name, plan in plans.items():
             bar.set_postfix_str(f"merging {name} with {plan_label(plan_name)}")
@@ -531,6 +595,7 @@ def run_benchmark(
     optional: OptionalStages = OptionalStages(),
     cuda_graphs: Sequence[bool | None] = (None,),
     merge_plans: Sequence[str] = (NO_PLAN,),
+    smpl_dir: str | None = None,
 ) -> BenchReport:
     """Measure every combination; ratios relative to ``baseline`` (a label; default: first).
 
@@ -551,6 +616,7 @@ def run_benchmark(
     them with the reason).
     """
     from fasthmr_ros.pipeline.hand_pipeline import HandMeshPipeline
+    from fasthmr_ros.pipeline.hmr2_estimator import Hmr2BodyEstimator
 
     if warmup < 0 or iterations < 1:
         raise ValueError(f"need warmup >= 0 and iterations >= 1, got {warmup}, {iterations}")
@@ -574,7 +640,7 @@ def run_benchmark(
                          f"{', '.join(v.label for v in variants)}")
     bar = tqdm(total=(warmup + iterations) * len(variants), desc="bench", unit="frame",
                disable=not progress)
-    regressors = _plan_models(specs, merge_plans, mano_dir, torch_device, bar)
+    regressors = _plan_models(specs, merge_plans, mano_dir, smpl_dir, torch_device, bar)
     # Output change is measured against the model as trained, merge plans included.
     references = {name: torch_reference(regressors[(name, NO_PLAN)]) for name in specs}
     macs = {key: (count_network_macs(model, foreground=True),
@@ -582,6 +648,7 @@ def run_benchmark(
             for key, model in regressors.items()}
     built, setup = _build_engines(variants, regressors, device, engine_options or {}, bar)
     frames = {b: synthetic_frame(b) for b in batches}
+    people = {b: synthetic_people(b) for b in batches}
     results, running = [], []
     for v in variants:
         result = VariantResult(v)
@@ -595,9 +662,14 @@ def run_benchmark(
         result.engine_name, result.setup_s = engine.name, setup[key]
         counted = macs[(v.model, v.merge_plan)]
         result.macs_g, result.macs_without_attention_g = (c / 1e9 for c in counted)
-        pipeline = HandMeshPipeline(engine, device=str(torch_device))
-        running.append(_Running(result, engine, pipeline, *frames[v.batch],
-                                _Timer(torch_device), optional))
+        jpeg, boxes = frames[v.batch]
+        if isinstance(regressors[(v.model, v.merge_plan)], BodyMeshRegressor):
+            pipeline: Any = Hmr2BodyEstimator(engine, device=str(torch_device))
+            boxes, stages = people[v.batch], optional.for_bodies()
+        else:
+            pipeline, stages = HandMeshPipeline(engine, device=str(torch_device)), optional
+        running.append(_Running(result, engine, pipeline, jpeg, boxes, _Timer(torch_device),
+                                stages))
     for index in range(warmup + iterations):
         for item in running:
             bar.set_postfix_str(item.result.variant.label)

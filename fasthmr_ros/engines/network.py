@@ -1,7 +1,7 @@
 """The network as engines see it: backbone + head of a regressor, optionally at a lower resolution.
 
 :class:`NetworkModule` is what every engine runs and what ONNX export traces. At
-``input_scale=1`` it computes exactly :meth:`HandMeshRegressor.forward_network`. Below 1, the
+``input_scale=1`` it computes exactly :meth:`MeshRegressor.forward_network`. Below 1, the
 256x192 window the backbone sees is resized (bilinear) to a smaller multiple of
 :data:`RESOLUTION_MULTIPLE` pixels before the backbone: a training-free speed-up for the ViT
 teacher, whose position embedding is interpolated to the smaller token grid
@@ -22,7 +22,7 @@ from torch import nn
 
 from fasthmr_ros.models.constants import CROP_HEIGHT, CROP_WIDTH
 from fasthmr_ros.models.merge_plan import applied_plan
-from fasthmr_ros.models.regressor import HandMeshRegressor, central_window
+from fasthmr_ros.models.regressor import MeshRegressor, central_window
 
 #: Reduced window sides are rounded to multiples of this (the ViT patch size).
 RESOLUTION_MULTIPLE = 16
@@ -49,16 +49,19 @@ def window_size(input_scale: float) -> tuple[int, int]:
 
 
 class NetworkModule(nn.Module):
-    """Backbone + MANO head of ``regressor`` (sharing its weights) on ``(B, 3, 256, 256)`` crops.
+    """Backbone + head of ``regressor`` (sharing its weights) on ``(B, 3, 256, 256)`` crops.
 
-    ``forward`` returns the dict of network outputs (``global_orient``, ``hand_pose``,
-    ``betas``, ``cam``). The MANO layer is not part of this module.
+    ``forward`` returns the dict of network outputs named :attr:`output_names` (for hands
+    ``global_orient``, ``hand_pose``, ``betas``, ``cam``; for bodies ``body_pose`` instead of
+    ``hand_pose``). The mesh model (MANO, SMPL) is not part of this module.
     """
 
-    def __init__(self, regressor: HandMeshRegressor, input_scale: float = 1.0) -> None:
+    def __init__(self, regressor: MeshRegressor, input_scale: float = 1.0) -> None:
         super().__init__()
         self.backbone = regressor.backbone
-        self.mano_head = regressor.mano_head
+        self.head = regressor.head
+        self.output_names: tuple[str, ...] = regressor.network_outputs
+        self.output_shapes: dict[str, tuple[int, ...]] = regressor.network_output_shapes
         self.input_scale = float(input_scale)
         self.window_size = window_size(input_scale)
         plan = applied_plan(regressor)
@@ -83,5 +86,5 @@ class NetworkModule(nn.Module):
                 window, size=self.window_size, mode="bilinear", align_corners=False
             )
         if self.uses_foreground:
-            return self.mano_head(self.backbone(window, foreground))
-        return self.mano_head(self.backbone(window))
+            return self.head(self.backbone(window, foreground))
+        return self.head(self.backbone(window))

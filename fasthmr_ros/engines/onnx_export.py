@@ -30,7 +30,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -44,12 +43,14 @@ from tqdm import tqdm
 from fasthmr_ros.engines.base import (
     NETWORK_FOREGROUND,
     NETWORK_INPUT,
-    NETWORK_OUTPUT_SHAPES,
     EngineError,
+    describe_layouts,
+    layout_of_outputs,
 )
 from fasthmr_ros.engines.network import NetworkModule
+from fasthmr_ros.models.cache_paths import package_cache_dir
 from fasthmr_ros.models.constants import CROP_SIZE
-from fasthmr_ros.models.regressor import NETWORK_OUTPUTS, HandMeshRegressor
+from fasthmr_ros.models.regressor import MeshRegressor
 from fasthmr_ros.models.weights_digest import update_with_tensors
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ METADATA_KEYS = ("fasthmr_config", "fasthmr_input_scale", "fasthmr_fingerprint",
 
 
 class _OutputTuple(nn.Module):
-    """Return the network outputs as a tuple in :data:`NETWORK_OUTPUTS` order (ONNX outputs)."""
+    """Return the network outputs as a tuple in ``network.output_names`` order (ONNX outputs)."""
 
     def __init__(self, network: NetworkModule) -> None:
         super().__init__()
@@ -78,10 +79,10 @@ class _OutputTuple(nn.Module):
         self, crops: torch.Tensor, foreground: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, ...]:
         outputs = self.network(crops, foreground)
-        return tuple(outputs[key] for key in NETWORK_OUTPUTS)
+        return tuple(outputs[key] for key in self.network.output_names)
 
 
-def fingerprint(regressor: HandMeshRegressor, input_scale: float = 1.0) -> str:
+def fingerprint(regressor: MeshRegressor, input_scale: float = 1.0) -> str:
     """A hex digest of the network's configuration, weights and input scale (MANO excluded).
 
     Two regressors with the same fingerprint export to the same graph; engine caches key on it.
@@ -152,7 +153,7 @@ def _check_opset(opset: int) -> None:
 
 
 def export_onnx(
-    regressor: HandMeshRegressor,
+    regressor: MeshRegressor,
     path: str | Path,
     *,
     input_scale: float = 1.0,
@@ -164,7 +165,7 @@ def export_onnx(
     """Export ``regressor``'s network to ``path`` and check it; return ``path``.
 
     Args:
-        regressor: a hand regressor (teacher or student) with float32 weights.
+        regressor: a hand or body regressor (teacher or student) with float32 weights.
         path: the ``.onnx`` file to write (its folder is created).
         input_scale: resolution of the backbone window relative to 256x192 (see
             :mod:`fasthmr_ros.engines.network`); baked into the graph.
@@ -198,7 +199,7 @@ def export_onnx(
         rows, cols = network.backbone.cfg.grid
         example = (*example, torch.zeros(TRACE_BATCH, rows * cols, device=first.device))
         input_names.append(NETWORK_FOREGROUND)
-    dynamic_axes = {name: {0: "batch"} for name in (*input_names, *NETWORK_OUTPUTS)}
+    dynamic_axes = {name: {0: "batch"} for name in (*input_names, *network.output_names)}
     path.parent.mkdir(parents=True, exist_ok=True)
     steps = tqdm(total=4, desc=f"export {path.name}", disable=not progress, unit="step")
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
@@ -214,7 +215,7 @@ def export_onnx(
                 dynamo=False,
                 opset_version=opset,
                 input_names=input_names,
-                output_names=list(NETWORK_OUTPUTS),
+                output_names=list(network.output_names),
                 dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
             )
@@ -267,30 +268,29 @@ def check_graph_signature(path: str | Path) -> None:
     model = onnx.load(str(path), load_external_data=False)
     inputs = [i.name for i in model.graph.input]
     outputs = [o.name for o in model.graph.output]
-    if inputs not in ([NETWORK_INPUT], [NETWORK_INPUT, NETWORK_FOREGROUND]) or outputs != list(
-            NETWORK_OUTPUTS):
+    layout = layout_of_outputs(outputs)
+    if (inputs not in ([NETWORK_INPUT], [NETWORK_INPUT, NETWORK_FOREGROUND]) or layout is None
+            or outputs != list(layout.outputs)):
         raise EngineError(
             f"{path} is not a fasthmr network graph: inputs {inputs}, outputs {outputs}; "
-            f"expected [{NETWORK_INPUT}] -> {list(NETWORK_OUTPUTS)} "
+            f"expected [{NETWORK_INPUT}] -> {describe_layouts()} "
             "(write it with 'fasthmr export onnx')."
         )
+    shapes = layout.output_shapes
     for output in model.graph.output:
         dims = [d.dim_value for d in output.type.tensor_type.shape.dim[1:]]
-        if tuple(dims) != NETWORK_OUTPUT_SHAPES[output.name]:
+        if tuple(dims) != shapes[output.name]:
             raise EngineError(f"{path}: output {output.name} has shape (batch, {dims}), "
-                              f"expected (batch, {NETWORK_OUTPUT_SHAPES[output.name]}).")
+                              f"expected (batch, {shapes[output.name]}).")
 
 
 def default_cache_dir() -> Path:
     """Folder for exported graphs: ``$FASTHMR_CACHE`` or ``~/.cache/fasthmr_ros``."""
-    root = os.environ.get("FASTHMR_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fasthmr_ros"
-    )
-    return Path(root)
+    return package_cache_dir()
 
 
 def cached_export(
-    regressor: HandMeshRegressor,
+    regressor: MeshRegressor,
     cache_dir: str | Path | None = None,
     *,
     input_scale: float = 1.0,
@@ -309,7 +309,7 @@ def cached_export(
 
 
 def export_unless_current(
-    regressor: HandMeshRegressor,
+    regressor: MeshRegressor,
     path: str | Path,
     *,
     input_scale: float = 1.0,
@@ -335,7 +335,7 @@ def export_unless_current(
                        network_fingerprint=key)
 
 
-def graph_for_engine(regressor: HandMeshRegressor, options: Mapping[str, Any]) -> Path:
+def graph_for_engine(regressor: MeshRegressor, options: Mapping[str, Any]) -> Path:
     """The ONNX graph an engine runs, from its factory ``options``.
 
     ``onnx_path`` names an exported graph, which must have this package's signature and, when

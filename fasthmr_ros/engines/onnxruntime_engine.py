@@ -26,14 +26,14 @@ import torch
 from fasthmr_ros.engines.base import (
     NETWORK_FOREGROUND,
     NETWORK_INPUT,
-    NETWORK_OUTPUT_SHAPES,
     EngineError,
     check_crops,
+    layout_of_outputs,
     parse_device,
     register_engine,
     reject_unknown_options,
 )
-from fasthmr_ros.models.regressor import NETWORK_OUTPUTS, HandMeshRegressor
+from fasthmr_ros.models.regressor import MeshRegressor
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,9 @@ class OnnxRuntimeRunner:
         inputs = {i.name: i for i in self.session.get_inputs()}
         self._foreground_tokens: int | None = (
             int(inputs[NETWORK_FOREGROUND].shape[1]) if NETWORK_FOREGROUND in inputs else None)
+        # The graph's own outputs (checked against a known layout above): hands or bodies.
+        layout = layout_of_outputs([o.name for o in self.session.get_outputs()])
+        self.output_shapes: dict[str, tuple[int, ...]] = layout.output_shapes
 
     def _foreground_feed(self, crops: torch.Tensor,
                          foreground: torch.Tensor | None) -> torch.Tensor | None:
@@ -202,10 +205,10 @@ class OnnxRuntimeRunner:
         feed = {NETWORK_INPUT: crops.detach().to("cpu").contiguous().numpy()}
         if flags is not None:
             feed[NETWORK_FOREGROUND] = flags.cpu().numpy()
-        values = self.session.run(list(NETWORK_OUTPUTS), feed)
+        values = self.session.run(list(self.output_shapes), feed)
         return {
             key: torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
-            for key, value in zip(NETWORK_OUTPUTS, values)
+            for key, value in zip(self.output_shapes, values)
         }
 
     def _run_bound(self, crops: torch.Tensor,
@@ -223,7 +226,7 @@ class OnnxRuntimeRunner:
                                tuple(flags.shape), flags.data_ptr())
         outputs = {
             key: torch.empty((batch, *shape), dtype=torch.float32, device=self.device)
-            for key, shape in NETWORK_OUTPUT_SHAPES.items()
+            for key, shape in self.output_shapes.items()
         }
         for key, tensor in outputs.items():
             binding.bind_output(key, "cuda", index, np.float32, tuple(tensor.shape),
@@ -234,7 +237,7 @@ class OnnxRuntimeRunner:
 
 
 def create_onnxruntime_runner(
-    regressor: HandMeshRegressor,
+    regressor: MeshRegressor,
     precision: str = "fp32",
     device: str | torch.device = "cpu",
     **options: Any,

@@ -38,6 +38,8 @@ from fasthmr_ros.engines.base import (
     NETWORK_INPUT,
     EngineError,
     check_crops,
+    describe_layouts,
+    layout_of_outputs,
     parse_device,
     register_engine,
     reject_unknown_options,
@@ -63,7 +65,7 @@ from fasthmr_ros.engines.tensorrt_versions import (
     plan_build,
     torch_dtype,
 )
-from fasthmr_ros.models.regressor import NETWORK_OUTPUTS, HandMeshRegressor
+from fasthmr_ros.models.regressor import MeshRegressor
 
 LOGGER = logging.getLogger(__name__)
 
@@ -252,11 +254,11 @@ def load_or_build_engine(
 def check_engine_io(inputs: Sequence[str], outputs: Sequence[str]) -> None:
     """Raise :class:`EngineError` unless an engine has this package's network signature."""
     known_inputs = ([NETWORK_INPUT], [NETWORK_INPUT, NETWORK_FOREGROUND])
-    if list(inputs) not in known_inputs or sorted(outputs) != sorted(NETWORK_OUTPUTS):
+    if list(inputs) not in known_inputs or layout_of_outputs(outputs) is None:
         raise EngineError(
             f"the TensorRT engine has inputs {list(inputs)} and outputs {list(outputs)}; "
             f"expected [{NETWORK_INPUT}] (plus {NETWORK_FOREGROUND} for a masked merge plan) "
-            f"-> {list(NETWORK_OUTPUTS)}. Rebuild it from a graph "
+            f"-> {describe_layouts()}. Rebuild it from a graph "
             "written by 'fasthmr export onnx' (force_engine_rebuild=True)."
         )
 
@@ -292,6 +294,7 @@ class TensorRTRunner:
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
         check_engine_io(inputs, outputs)
+        self.output_names: tuple[str, ...] = tuple(outputs)
         self._input_dtype = torch_dtype(engine.get_tensor_dtype(NETWORK_INPUT))
         #: Tokens per crop of a masked merge plan's foreground input (None: crops only).
         self._foreground: tuple[int, torch.dtype] | None = None
@@ -338,7 +341,7 @@ class TensorRTRunner:
                 raise EngineError(f"TensorRT rejected foreground shape {tuple(flags.shape)}.")
             context.set_tensor_address(NETWORK_FOREGROUND, flags.data_ptr())
         outputs: dict[str, torch.Tensor] = {}
-        for name in NETWORK_OUTPUTS:
+        for name in self.output_names:
             shape = tuple(context.get_tensor_shape(name))
             if any(dim < 0 for dim in shape):
                 raise EngineError(f"TensorRT could not resolve the shape of output {name}: "
@@ -372,11 +375,11 @@ class TensorRTRunner:
                      for start, stop in self.profile.chunks(crops.shape[0])]
         if len(parts) == 1:
             return parts[0]
-        return {key: torch.cat([part[key] for part in parts]) for key in NETWORK_OUTPUTS}
+        return {key: torch.cat([part[key] for part in parts]) for key in self.output_names}
 
 
 def create_tensorrt_runner(
-    regressor: HandMeshRegressor,
+    regressor: MeshRegressor,
     precision: str = "fp16",
     device: str | torch.device = "cuda:0",
     **options: Any,

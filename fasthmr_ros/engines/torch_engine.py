@@ -36,7 +36,7 @@ from fasthmr_ros.engines.base import (
 )
 from fasthmr_ros.engines.network import NetworkModule
 from fasthmr_ros.models.constants import CROP_SIZE
-from fasthmr_ros.models.regressor import NETWORK_OUTPUTS, HandMeshRegressor
+from fasthmr_ros.models.regressor import MeshRegressor
 
 #: Batch sizes that get a CUDA graph by default.
 DEFAULT_BUCKETS: tuple[int, ...] = (1, 2, 4, 8)
@@ -105,12 +105,12 @@ def run_bucketed(
     ``run_bucket`` receives a tensor whose batch is exactly a bucket size and returns the
     network outputs for it (it may reuse its output buffers: rows are copied out).
     """
-    parts: dict[str, list[torch.Tensor]] = {key: [] for key in NETWORK_OUTPUTS}
+    parts: dict[str, list[torch.Tensor]] = {}
     for chunk in plan_chunks(crops.shape[0], buckets):
         rows = chunk.stop - chunk.start
         outputs = run_bucket(pad_rows(crops[chunk.start : chunk.stop], chunk.bucket))
-        for key in NETWORK_OUTPUTS:
-            parts[key].append(outputs[key][:rows].to(torch.float32, copy=True))
+        for key, value in outputs.items():
+            parts.setdefault(key, []).append(value[:rows].to(torch.float32, copy=True))
     return {key: torch.cat(values) if len(values) > 1 else values[0]
             for key, values in parts.items()}
 
@@ -169,7 +169,7 @@ class CudaGraphBuckets:
         return static_out
 
 
-def _is_cnn(regressor: HandMeshRegressor) -> bool:
+def _is_cnn(regressor: MeshRegressor) -> bool:
     return str(regressor.config.get("kind", "vit")) in CNN_KINDS
 
 
@@ -177,7 +177,7 @@ class TorchRunner:
     """Runs :class:`NetworkModule` of a regressor with PyTorch.
 
     Args:
-        regressor: the hand regressor (moved to ``device``; its weights are shared, except
+        regressor: the hand or body regressor (moved to ``device``; its weights are shared, except
             with ``cast_weights``).
         precision: ``fp32``; ``bf16`` (autocast, CPU or CUDA); ``fp16`` (CUDA only).
         device: ``"cpu"`` or ``"cuda:N"``.
@@ -194,7 +194,7 @@ class TorchRunner:
 
     def __init__(
         self,
-        regressor: HandMeshRegressor,
+        regressor: MeshRegressor,
         *,
         precision: str = "fp32",
         device: str | torch.device = "cpu",
@@ -296,11 +296,11 @@ class TorchRunner:
                     outputs = self.function(prepared, foreground.to(self.device))
                 else:
                     outputs = self.function(prepared)
-            return {key: outputs[key].float() for key in NETWORK_OUTPUTS}
+            return {key: outputs[key].float() for key in self.network.output_names}
 
 
 def create_torch_runner(
-    regressor: HandMeshRegressor,
+    regressor: MeshRegressor,
     precision: str = "fp32",
     device: str | torch.device = "cpu",
     **options: Any,

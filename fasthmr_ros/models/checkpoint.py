@@ -1,4 +1,7 @@
-"""Loading hand regressors from the official HaMeR checkpoint and from this package's files.
+"""Loading mesh regressors: the official HaMeR and HMR2.0 checkpoints and this package's files.
+
+One loader serves hands and bodies; what differs between them (file layout, key prefixes,
+mesh model) is a :class:`CheckpointFamily` (:data:`HAMER`, :data:`HMR2`).
 
 Nothing in a checkpoint is ever executed: files are read with ``torch.load(weights_only=True)``
 and the only non-tensor objects allowed are training configurations (Lightning's
@@ -14,9 +17,13 @@ The generic pieces, for every model family (hands, bodies, students):
 
 Accepted inputs:
 
-* the official layout ``_DATA/hamer_ckpts/checkpoints/hamer.ckpt`` with ``model_config.yaml``
-  one folder up (pass the file, the ``hamer_ckpts`` folder or the ``_DATA`` folder);
-* a bare ``hamer.ckpt`` (the architecture is then derived from the weights' shapes);
+* HaMeR's official layout ``_DATA/hamer_ckpts/checkpoints/hamer.ckpt`` with
+  ``model_config.yaml`` one folder up (pass the file, the ``hamer_ckpts`` folder or the
+  ``_DATA`` folder);
+* HMR2.0's official layout (4D-Humans' ``~/.cache/4DHumans``):
+  ``logs/train/multiruns/hmr2/0/checkpoints/epoch=35-step=1000000.ckpt`` with
+  ``model_config.yaml`` beside ``checkpoints/`` (pass the file or the folder holding ``logs/``);
+* a bare ``.ckpt`` (the architecture is then derived from the weights' shapes);
 * a checkpoint written by this package (``fasthmr_format`` key; students included).
 """
 
@@ -27,17 +34,34 @@ import pickle
 import re
 import zipfile
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from torch import nn
 
 from fasthmr_ros.models.config_pickle import InertGlobals, RefusedObjectError, pickled_globals
+from fasthmr_ros.models.decoder_head import HeadConfig
 from fasthmr_ros.models.mano import ManoLayer, mano_data_from_buffers
 from fasthmr_ros.models.mano_files import check_mano_arrays, find_mano_file, load_mano_file
-from fasthmr_ros.models.mano_head import HeadConfig
-from fasthmr_ros.models.regressor import HandMeshRegressor, RegressorConfig, build_hand_regressor
+from fasthmr_ros.models.model_files import check_model_arrays
+from fasthmr_ros.models.regressor import (
+    BodyMeshRegressor,
+    HandMeshRegressor,
+    MeshRegressor,
+    RegressorConfig,
+    build_body_regressor,
+    build_hand_regressor,
+)
+from fasthmr_ros.models.smpl import SmplLayer, smpl_data_from_buffers
+from fasthmr_ros.models.smpl_files import (
+    SMPL_FILE,
+    find_smpl_files,
+    load_joint_regressor_extra,
+    load_smpl_file,
+)
 from fasthmr_ros.models.vit import VIT_HUGE, ViTConfig
 
 #: Width of one attention head in HaMeR's ViT-H (1280 / 16); head counts follow from it.
@@ -47,9 +71,13 @@ log = logging.getLogger(__name__)
 
 #: Format tag of checkpoints written by this package.
 FASTHMR_FORMAT = "fasthmr_ros.hand_regressor/1"
+FASTHMR_BODY_FORMAT = "fasthmr_ros.body_regressor/1"
 #: Official layout, relative to the ``_DATA`` folder.
 OFFICIAL_CHECKPOINT = Path("hamer_ckpts/checkpoints/hamer.ckpt")
 OFFICIAL_CONFIG = Path("hamer_ckpts/model_config.yaml")
+#: HMR2.0's official layout, relative to 4D-Humans' cache folder (``~/.cache/4DHumans``).
+HMR2_OFFICIAL_RUN = Path("logs/train/multiruns/hmr2/0")
+HMR2_OFFICIAL_CHECKPOINT = HMR2_OFFICIAL_RUN / "checkpoints" / "epoch=35-step=1000000.ckpt"
 #: Checkpoint entries that inference does not use.
 IGNORED_PREFIXES = ("discriminator.",)
 IGNORED_KEYS = ("initialized",)
@@ -62,26 +90,100 @@ EXPECTED_LAYOUT = (
 )
 
 
+HMR2_EXPECTED_LAYOUT = (
+    "Expected HMR2.0's checkpoint (4D-Humans' download: "
+    f"{HMR2_OFFICIAL_CHECKPOINT} with model_config.yaml beside the checkpoints folder; pass "
+    "the file or the folder holding logs/), or a body checkpoint written by fasthmr_ros "
+    "('fasthmr make-test-assets')."
+)
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used, with what is wrong and what was expected."""
 
 
-def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, Path | None]:
+@dataclass(frozen=True)
+class CheckpointFamily:
+    """What distinguishes one kind of official checkpoint (HaMeR's, HMR2.0's) for the loader.
+
+    Attributes:
+        name: the model's name in messages.
+        official_paths: checkpoint paths relative to a folder the user may pass.
+        file_name: checkpoint file name inside a bare folder (a glob pattern).
+        head_attribute: key prefix of the head (``mano_head``, ``smpl_head``).
+        mesh_model_attribute: key prefix of the mesh model buffers (``mano``, ``smpl``).
+        yaml_head_key: ``model_config.yaml`` section of the head (``MANO_HEAD``).
+        format_tag: ``fasthmr_format`` of this package's files of that kind.
+        expected_layout: the help text appended to errors.
+
+    """
+
+    name: str
+    official_paths: tuple[Path, ...]
+    file_name: str
+    head_attribute: str
+    mesh_model_attribute: str
+    yaml_head_key: str
+    format_tag: str
+    expected_layout: str
+
+    @property
+    def mesh_prefix(self) -> str:
+        """State-dict prefix of the mesh model's buffers."""
+        return f"{self.mesh_model_attribute}."
+
+
+HAMER = CheckpointFamily(
+    name="HaMeR",
+    official_paths=(
+        OFFICIAL_CHECKPOINT,
+        Path("_DATA") / OFFICIAL_CHECKPOINT,
+        Path("checkpoints/hamer.ckpt"),
+        Path("hamer.ckpt"),
+    ),
+    file_name="hamer.ckpt",
+    head_attribute=HandMeshRegressor.head_attribute,
+    mesh_model_attribute=HandMeshRegressor.mesh_model_attribute,
+    yaml_head_key="MANO_HEAD",
+    format_tag=FASTHMR_FORMAT,
+    expected_layout=EXPECTED_LAYOUT,
+)
+HMR2 = CheckpointFamily(
+    name="HMR2.0",
+    official_paths=(
+        HMR2_OFFICIAL_CHECKPOINT,  # from the cache folder
+        Path("4DHumans") / HMR2_OFFICIAL_CHECKPOINT,  # from ~/.cache
+        HMR2_OFFICIAL_CHECKPOINT.relative_to(HMR2_OFFICIAL_RUN),  # from the run folder
+    ),
+    file_name="*.ckpt",
+    head_attribute=BodyMeshRegressor.head_attribute,
+    mesh_model_attribute=BodyMeshRegressor.mesh_model_attribute,
+    yaml_head_key="SMPL_HEAD",
+    format_tag=FASTHMR_BODY_FORMAT,
+    expected_layout=HMR2_EXPECTED_LAYOUT,
+)
+
+
+def resolve_checkpoint(
+    checkpoint: str | Path, family: CheckpointFamily = HAMER
+) -> tuple[Path, Path | None]:
     """Find the checkpoint file and its ``model_config.yaml`` (``None`` if absent)."""
     path = Path(checkpoint).expanduser()
     if path.is_dir():
-        candidates = [
-            path / OFFICIAL_CHECKPOINT,
-            path / "_DATA" / OFFICIAL_CHECKPOINT,
-            path / "checkpoints" / "hamer.ckpt",
-            path / "hamer.ckpt",
-        ]
-        found = next((c for c in candidates if c.is_file()), None)
+        found = next((path / c for c in family.official_paths if (path / c).is_file()), None)
         if found is None:
-            raise CheckpointError(f"no hamer.ckpt found in folder {path}. {EXPECTED_LAYOUT}")
+            # A folder holding exactly one checkpoint (directly or in checkpoints/).
+            loose = sorted({*path.glob(family.file_name),
+                            *path.glob(f"checkpoints/{family.file_name}")})
+            found = loose[0] if len(loose) == 1 else None
+        if found is None:
+            what = "hamer.ckpt" if family is HAMER else f"{family.name} checkpoint"
+            raise CheckpointError(
+                f"no {what} found in folder {path}. {family.expected_layout}"
+            )
         path = found
     elif not path.is_file():
-        raise CheckpointError(f"checkpoint file {path} does not exist. {EXPECTED_LAYOUT}")
+        raise CheckpointError(f"checkpoint file {path} does not exist. {family.expected_layout}")
     for config in (path.parent.parent / "model_config.yaml", path.parent / "model_config.yaml"):
         if config.is_file():
             return path, config
@@ -187,31 +289,39 @@ def _shape(state: Mapping[str, torch.Tensor], key: str, path: Path) -> tuple[int
     return tuple(state[key].shape)
 
 
-def derive_hamer_config(
-    state: Mapping[str, torch.Tensor], yaml_config: Mapping[str, Any] | None, path: Path
+def derive_vit_config(
+    state: Mapping[str, torch.Tensor],
+    yaml_config: Mapping[str, Any] | None,
+    path: Path,
+    family: CheckpointFamily = HAMER,
 ) -> RegressorConfig:
-    """Derive the architecture from HaMeR's weights (and ``model_config.yaml`` when present).
+    """Derive the architecture from official weights (and ``model_config.yaml`` when present).
 
     Widths and depths follow from tensor shapes; head counts, which shapes cannot tell, come
-    from the YAML (``MODEL.MANO_HEAD.TRANSFORMER_DECODER``) or HaMeR's defaults.
+    from the YAML (``MODEL.<MANO|SMPL>_HEAD.TRANSFORMER_DECODER``) or the published defaults.
     """
     model = (yaml_config or {}).get("MODEL", {}) or {}
     backbone_type = str((model.get("BACKBONE") or {}).get("TYPE", "vit")).lower()
     if backbone_type != "vit":
-        raise CheckpointError(f"{path}: backbone type '{backbone_type}' is not HaMeR's 'vit'.")
-    decoder = ((model.get("MANO_HEAD") or {}).get("TRANSFORMER_DECODER")) or {}
+        raise CheckpointError(
+            f"{path}: backbone type '{backbone_type}' is not {family.name}'s 'vit'."
+        )
+    decoder = ((model.get(family.yaml_head_key) or {}).get("TRANSFORMER_DECODER")) or {}
+    head_key = family.head_attribute
     embed_dim = _shape(state, "backbone.pos_embed", path)[-1]
     vit = ViTConfig(
         embed_dim=embed_dim,
         depth=_count_indices(state, r"backbone\.blocks\.(\d+)\."),
         num_heads=max(1, embed_dim // VIT_HEAD_WIDTH),
     )
-    prefix = "mano_head.transformer.transformer.layers.0."
+    prefix = f"{head_key}.transformer.transformer.layers.0."
     inner = _shape(state, prefix + "1.fn.to_q.weight", path)[0]
     dim_head = int(decoder.get("dim_head", HeadConfig().dim_head))
     head = HeadConfig(
-        dim=_shape(state, "mano_head.transformer.pos_embedding", path)[-1],
-        depth=_count_indices(state, r"mano_head\.transformer\.transformer\.layers\.(\d+)\."),
+        dim=_shape(state, f"{head_key}.transformer.pos_embedding", path)[-1],
+        depth=_count_indices(
+            state, re.escape(head_key) + r"\.transformer\.transformer\.layers\.(\d+)\."
+        ),
         heads=int(decoder.get("heads", inner // dim_head)),
         dim_head=dim_head,
         mlp_dim=_shape(state, prefix + "2.fn.net.0.weight", path)[0],
@@ -268,8 +378,17 @@ def check_state_dict(
                           + expected)
 
 
-def _mano_buffers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k[len("mano."):]: v for k, v in state.items() if k.startswith("mano.")}
+def _buffers(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _checked(check: Callable[[], dict], what: str) -> dict:
+    try:
+        return check()
+    except KeyError as exc:
+        raise CheckpointError(f"{what}: buffer '{exc.args[0]}' is missing.") from None
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def build_mano(
@@ -278,35 +397,63 @@ def build_mano(
     """MANO from ``mano_dir`` when given, otherwise from the checkpoint's ``mano.*`` buffers."""
     if mano_dir is not None:
         return ManoLayer(load_mano_file(find_mano_file(mano_dir)))
-    buffers = _mano_buffers(state)
+    buffers = _buffers(state, HAMER.mesh_prefix)
     if not buffers:
         raise CheckpointError(
             f"{path} carries no MANO model (no 'mano.*' buffers); pass mano_dir pointing at a "
             "folder with MANO_RIGHT.pkl (mano.is.tue.mpg.de)."
         )
-    try:
-        data = mano_data_from_buffers(buffers)
-    except KeyError as exc:
-        raise CheckpointError(f"{path}: MANO buffer 'mano.{exc.args[0]}' is missing.") from None
-    try:
-        data = check_mano_arrays(data, f"the MANO buffers of {path}")
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from None
+    data = _checked(
+        lambda: check_mano_arrays(mano_data_from_buffers(buffers), f"the MANO buffers of {path}"),
+        f"{path}: MANO",
+    )
     mano = ManoLayer(data)
     check_state_dict(mano.state_dict(), buffers, path)
     mano.load_state_dict(buffers)
     return mano
 
 
-def _network_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in state.items() if not k.startswith("mano.")}
+def build_smpl(
+    state: Mapping[str, torch.Tensor], smpl_dir: str | Path | None, path: Path
+) -> SmplLayer:
+    """SMPL from ``smpl_dir`` when given, otherwise from the checkpoint's ``smpl.*`` buffers.
+
+    ``smpl_dir`` is a folder holding ``SMPL_NEUTRAL.pkl`` or 4D-Humans' ``data/`` folder; the
+    19-joint regressor comes from ``SMPL_to_J19.pkl`` found there, else from the checkpoint's
+    ``smpl.joint_regressor_extra``.
+    """
+    buffers = _buffers(state, HMR2.mesh_prefix)
+    if smpl_dir is not None:
+        files = find_smpl_files(smpl_dir)
+        if files.joint_regressor_extra is not None:
+            extra = load_joint_regressor_extra(files.joint_regressor_extra)
+        elif "joint_regressor_extra" in buffers:
+            extra = buffers["joint_regressor_extra"].float().numpy()
+        else:
+            raise CheckpointError(
+                f"no SMPL_to_J19.pkl beside {files.model} or one folder up, and {path} carries "
+                "no 'smpl.joint_regressor_extra'; pass 4D-Humans' data/ folder as smpl_dir."
+            )
+        return SmplLayer(load_smpl_file(files.model), extra)
+    if not buffers:
+        raise CheckpointError(
+            f"{path} carries no SMPL model (no 'smpl.*' buffers); pass smpl_dir pointing at a "
+            "folder with SMPL_NEUTRAL.pkl (smpl.is.tue.mpg.de) or at 4D-Humans' data/ folder."
+        )
+    what = f"the SMPL buffers of {path}"
+    data = _checked(
+        lambda: check_model_arrays(SMPL_FILE, smpl_data_from_buffers(buffers), what),
+        f"{path}: SMPL",
+    )
+    if "joint_regressor_extra" not in buffers:
+        raise CheckpointError(f"{path}: buffer 'smpl.joint_regressor_extra' is missing.")
+    smpl = SmplLayer(data, buffers["joint_regressor_extra"].float().numpy())
+    check_state_dict(smpl.state_dict(), buffers, path, HMR2.expected_layout)
+    smpl.load_state_dict(buffers)
+    return smpl
 
 
-def _network_keys(model: HandMeshRegressor) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in model.state_dict().items() if not k.startswith("mano.")}
-
-
-def _without_weights(build: Callable[[], HandMeshRegressor], empty: bool) -> HandMeshRegressor:
+def _without_weights(build: Callable[[], MeshRegressor], empty: bool) -> MeshRegressor:
     """Build the model; with ``empty``, its network on the meta device (no memory, no init).
 
     ViT-H's random initialisation costs seconds and a second 2.5 GB copy of the weights next to
@@ -319,25 +466,32 @@ def _without_weights(build: Callable[[], HandMeshRegressor], empty: bool) -> Han
         return build()
 
 
-def load_hand_regressor(
+def _load_regressor(
+    family: CheckpointFamily,
     checkpoint: str | Path,
-    mano_dir: str | Path | None = None,
-    device: str | torch.device = "cpu",
+    mesh_dir: str | Path | None,
+    device: str | torch.device,
     merge_plan: Any = None,
-) -> HandMeshRegressor:
-    """Load a hand regressor in eval mode (see :func:`fasthmr_ros.load_hand_regressor`)."""
-    path, config_path = resolve_checkpoint(checkpoint)
-    data = read_checkpoint(path)
-    state = state_dict_of(data, path)
-    mano = build_mano(state, mano_dir, path)
-    if data.get("fasthmr_format") == FASTHMR_FORMAT:
-        from fasthmr_ros.models.registry import build_regressor_from_config
-
+) -> MeshRegressor:
+    """The one loading path of every regressor: resolve, read, mesh model, build, check, fill."""
+    path, config_path = resolve_checkpoint(checkpoint, family)
+    data = read_checkpoint(path, family.expected_layout)
+    state = state_dict_of(data, path, family.expected_layout)
+    _refuse_other_family(data, path, family)
+    if family is HMR2:
+        mesh_model: nn.Module = build_smpl(state, mesh_dir, path)
+    else:
+        mesh_model = build_mano(state, mesh_dir, path)
+    if data.get("fasthmr_format") == family.format_tag:
         config_dict = dict(data["config"])
         empty = config_dict.get("kind", "vit") == "vit"
 
-        def build() -> HandMeshRegressor:
-            return build_regressor_from_config(config_dict, mano)
+        def build() -> MeshRegressor:
+            if family is HMR2:
+                return build_body_regressor(RegressorConfig.from_dict(config_dict), mesh_model)
+            from fasthmr_ros.models.registry import build_regressor_from_config
+
+            return build_regressor_from_config(config_dict, mesh_model)
     else:
         yaml_config = None
         if config_path is not None:
@@ -347,16 +501,19 @@ def load_hand_regressor(
         config = (
             RegressorConfig.from_dict(embedded)
             if isinstance(embedded, Mapping)
-            else derive_hamer_config(state, yaml_config, path)
+            else derive_vit_config(state, yaml_config, path, family)
         )
         empty = True
+        builder = build_body_regressor if family is HMR2 else build_hand_regressor
 
-        def build() -> HandMeshRegressor:
-            return build_hand_regressor(config, mano)
+        def build() -> MeshRegressor:
+            return builder(config, mesh_model)
 
     model = _without_weights(build, empty)
-    network_state = _network_state(state)
-    check_state_dict(_network_keys(model), network_state, path)
+    prefix = family.mesh_prefix
+    network_state = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    network_keys = {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
+    check_state_dict(network_keys, network_state, path, family.expected_layout)
     # A model built without weights takes the checkpoint's tensors as they are (no second copy).
     model.load_state_dict(network_state, strict=False, assign=empty)
     model.is_test_asset = bool(data.get("fasthmr_test_asset", False))
@@ -367,3 +524,39 @@ def load_hand_regressor(
 
         apply_merge_plan(model, merge_plan)
     return model.eval().to(device)
+
+
+def _refuse_other_family(data: Mapping[str, Any], path: Path, family: CheckpointFamily) -> None:
+    """A clear error for a hand checkpoint given as a body one and vice versa."""
+    other = HAMER if family is HMR2 else HMR2
+    state = data.get("state_dict", data)
+    if data.get("fasthmr_format") == other.format_tag or (
+        isinstance(state, Mapping)
+        and any(str(k).startswith(f"{other.head_attribute}.") for k in state)
+    ):
+        loader = "load_hand_regressor" if other is HAMER else "load_body_regressor"
+        raise CheckpointError(
+            f"{path} is a {other.name} checkpoint, not {family.name}'s; load it with "
+            f"fasthmr_ros.{loader} (for the CLI: the hands commands take HaMeR checkpoints, the "
+            f"bodies commands HMR2.0 ones). {family.expected_layout}"
+        )
+
+
+def load_hand_regressor(
+    checkpoint: str | Path,
+    mano_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    merge_plan: Any = None,
+) -> HandMeshRegressor:
+    """Load a hand regressor in eval mode (see :func:`fasthmr_ros.load_hand_regressor`)."""
+    return _load_regressor(HAMER, checkpoint, mano_dir, device, merge_plan)  # type: ignore[return-value]
+
+
+def load_body_regressor(
+    checkpoint: str | Path,
+    smpl_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    merge_plan: Any = None,
+) -> BodyMeshRegressor:
+    """Load a body regressor in eval mode (see :func:`fasthmr_ros.load_body_regressor`)."""
+    return _load_regressor(HMR2, checkpoint, smpl_dir, device, merge_plan)  # type: ignore[return-value]

@@ -1,4 +1,4 @@
-"""Numbers fixed by HaMeR's training and by the MANO hand model.
+"""Numbers fixed by HaMeR's and HMR2.0's training and by the MANO and SMPL models.
 
 Everything here is a fact of the published model, not a tuning knob.
 """
@@ -51,4 +51,49 @@ HAND_SKELETON: tuple[tuple[int, int], ...] = tuple(
         (2 + 4 * finger, 3 + 4 * finger),
         (3 + 4 * finger, 4 + 4 * finger),
     )
+)
+
+# ---------------------------------------------------------------------------------------------
+# SMPL as HMR2.0 uses it (neutral model, 10 shape components, 44 output joints)
+
+NUM_SMPL_JOINTS: int = 24
+NUM_SMPL_BODY_JOINTS: int = 23
+NUM_SMPL_VERTICES: int = 6890
+NUM_SMPL_FACES: int = 13776
+#: Joints HMR2.0 regresses with ``SMPL_to_J19.pkl`` from the vertices.
+NUM_SMPL_EXTRA_JOINTS: int = 19
+#: SMPL kinematic tree (parent of each of the 24 joints; -1 for the pelvis).
+SMPL_PARENTS: tuple[int, ...] = (
+    -1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21,
+)
+#: Maps smplx's [24 SMPL joints + vertex joints] to OpenPose BODY_25 (HMR2.0's ``joint_map``).
+SMPL_TO_OPENPOSE: tuple[int, ...] = (
+    24, 12, 17, 19, 21, 16, 18, 20, 0, 2, 5, 8, 1, 4, 7, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34,
+)
+#: HMR2.0's 44 output joints: OpenPose BODY_25, then the 19 regressed by ``SMPL_to_J19.pkl``.
+BODY_JOINT_NAMES: tuple[str, ...] = (
+    "nose", "neck",
+    "right_shoulder", "right_elbow", "right_wrist",
+    "left_shoulder", "left_elbow", "left_wrist",
+    "mid_hip",
+    "right_hip", "right_knee", "right_ankle",
+    "left_hip", "left_knee", "left_ankle",
+    "right_eye", "left_eye", "right_ear", "left_ear",
+    "left_big_toe", "left_small_toe", "left_heel",
+    "right_big_toe", "right_small_toe", "right_heel",
+    "lsp_right_ankle", "lsp_right_knee", "lsp_right_hip",
+    "lsp_left_hip", "lsp_left_knee", "lsp_left_ankle",
+    "lsp_right_wrist", "lsp_right_elbow", "lsp_right_shoulder",
+    "lsp_left_shoulder", "lsp_left_elbow", "lsp_left_wrist",
+    "lsp_neck", "lsp_head_top", "mpii_pelvis", "mpii_thorax",
+    "h36m_spine", "h36m_jaw", "h36m_head",
+)
+#: Index of the MPII pelvis in :data:`BODY_JOINT_NAMES` (HMR2.0's ``PELVIS_IND``).
+BODY_PELVIS_INDEX: int = 39
+#: The OpenPose BODY_25 skeleton as (parent, child) pairs over :data:`BODY_JOINT_NAMES`.
+BODY_SKELETON: tuple[tuple[int, int], ...] = (
+    (1, 0), (1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8),
+    (8, 9), (9, 10), (10, 11), (8, 12), (12, 13), (13, 14),
+    (0, 15), (15, 17), (0, 16), (16, 18),
+    (14, 19), (19, 20), (14, 21), (11, 22), (22, 23), (11, 24),
 )

@@ -14,7 +14,9 @@ import torch
 
 from fasthmr_ros.models.mano import ManoLayer
 from fasthmr_ros.models.regressor import (
+    BodyMeshRegressor,
     HandMeshRegressor,
+    MeshRegressor,
     RegressorConfig,
     build_hand_regressor,
 )
@@ -51,15 +53,15 @@ def build_regressor_from_config(config: dict, mano: ManoLayer) -> HandMeshRegres
 
 
 def save_regressor(
-    model: HandMeshRegressor, path: str | Path, extra: dict[str, Any] | None = None
+    model: MeshRegressor, path: str | Path, extra: dict[str, Any] | None = None
 ) -> Path:
     """Save ``model`` in this package's checkpoint format (configuration + its own weights).
 
-    The file holds the model's configuration and its ``state_dict`` only (MANO buffers
-    included, as in HaMeR's checkpoint, so it loads without a MANO folder). It never contains a
-    teacher or optimiser state unless ``extra`` adds them.
+    The file holds the model's configuration and its ``state_dict`` only (MANO or SMPL buffers
+    included, as in the official checkpoints, so it loads without a model folder). It never
+    contains a teacher or optimiser state unless ``extra`` adds them.
     """
-    from fasthmr_ros.models.checkpoint import FASTHMR_FORMAT
+    from fasthmr_ros.models.checkpoint import FASTHMR_BODY_FORMAT, FASTHMR_FORMAT
 
     if "merge_plan" in model.config:
         raise ValueError("this model has a merge plan applied; save the unmerged model and "
@@ -67,7 +69,9 @@ def save_regressor(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "fasthmr_format": FASTHMR_FORMAT,
+        "fasthmr_format": (
+            FASTHMR_BODY_FORMAT if isinstance(model, BodyMeshRegressor) else FASTHMR_FORMAT
+        ),
         "config": dict(model.config),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **(extra or {}),

@@ -2,7 +2,7 @@
 
 A student is a :class:`HandMeshRegressor` whose backbone is a ``timm`` model built with
 ``features_only=True`` (its last stage by default). The feature map ``(B, C, h, w)`` becomes
-``h * w`` context tokens of width ``C`` for the same :class:`ManoHead` as the teacher's, with
+``h * w`` context tokens of width ``C`` for the same decoder head as the teacher's, with
 ``context_dim = C`` (only the cross-attention's key/value projection depends on it; there is no
 adapter). The student sees the same central 256x192 window of the 256x256 crop as the teacher
 (``central_window``), so teacher and student targets stay spatially aligned (Fast-HaMeR fed
@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fasthmr_ros.models.decoder_head import HAND_LAYOUT, DecoderHead, HeadConfig
 from fasthmr_ros.models.mano import ManoLayer
-from fasthmr_ros.models.mano_head import HeadConfig, ManoHead
 from fasthmr_ros.models.registry import register_backbone_kind, save_regressor
 from fasthmr_ros.models.regressor import SMALL_CONFIG, HandMeshRegressor
 
@@ -136,7 +136,8 @@ def build_student(
     config = dataclasses.replace(
         config, head=dataclasses.replace(config.head, context_dim=body.out_channels)
     )
-    return HandMeshRegressor(body, ManoHead(config.head), mano, config=config.to_dict())
+    head_module = DecoderHead(config.head, HAND_LAYOUT)
+    return HandMeshRegressor(body, head_module, mano, config=config.to_dict())
 
 
 @register_backbone_kind(STUDENT_KIND)

@@ -1,4 +1,4 @@
-"""Hand crops exactly as HaMeR's demo makes them, without its full-frame cost.
+"""Hand and body crops exactly as HaMeR's and HMR2.0's demos make them, without their cost.
 
 HaMeR's demo (``ViTDetDataset``) turns a tight hand box into the network input like this:
 
@@ -13,7 +13,11 @@ HaMeR's demo (``ViTDetDataset``) turns a tight hand box into the network input l
    bilinear, constant-zero border, no rotation) maps the square to 256x256;
 6. ImageNet normalisation on 0-255 RGB, channels first.
 
-The demo blurs and mirrors the whole frame for every hand. Here only the window the warp reads
+HMR2.0's demo (4D-Humans' ``ViTDetDataset``) crops people the same way with a rescale factor
+of 1.0 (the detector box itself, grown to 3:4) and never mirrors (:func:`crop_box` with
+``rescale_factor=1, flip=False``; :data:`BODY_RESCALE_FACTOR`).
+
+The demos blur and mirror the whole frame for every crop. Here only the window the warp reads
 is blurred, with a margin of the kernel radius so every pixel the warp samples has the value
 whole-frame blurring would give it, and only that window is mirrored.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -37,6 +42,8 @@ from fasthmr_ros.pipeline.results import HandBox
 
 #: HaMeR's demo enlarges the tight hand box by this factor.
 DEFAULT_RESCALE_FACTOR: float = 2.0
+#: HMR2.0's demo crops the person box as it is (grown to the 3:4 aspect only).
+BODY_RESCALE_FACTOR: float = 1.0
 #: Aspect ratio ``(width, height)`` the square crop is fitted around (HaMeR's ``BBOX_SHAPE``).
 BBOX_SHAPE: tuple[int, int] = (CROP_WIDTH, CROP_HEIGHT)
 #: Blur only when the region is shrunk by more than ``2 * ANTIALIAS_THRESHOLD``.
@@ -61,7 +68,7 @@ def expand_to_aspect_ratio(
     return np.array([max(h * w_t / h_t, w), h])
 
 
-def crop_region(box: HandBox, rescale_factor: float = DEFAULT_RESCALE_FACTOR) -> tuple[
+def crop_region(box: BoxLike, rescale_factor: float = DEFAULT_RESCALE_FACTOR) -> tuple[
     np.ndarray, float
 ]:
     """Return the centre ``(cx, cy)`` and square side of the region HaMeR crops for ``box``.
@@ -146,9 +153,18 @@ class CropTransform:
         return np.stack([m[0, 0] * x + m[0, 2], m[1, 1] * pts[..., 1] + m[1, 2]], axis=-1)
 
 
+class BoxLike(Protocol):
+    """Anything with an ``xyxy`` box in pixels (:class:`HandBox`, person boxes)."""
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        """``[x1, y1, x2, y2]``."""
+        ...
+
+
 @dataclass
 class HandCrop:
-    """A network input crop and the transform back to the image."""
+    """A network input crop and the transform back to the image (hands and bodies alike)."""
 
     image: np.ndarray  # (3, 256, 256) float32, ImageNet-normalised RGB
     transform: CropTransform
@@ -216,13 +232,28 @@ def crop_hand(
         The normalised ``(3, 256, 256)`` float32 crop and its :class:`CropTransform`.
 
     """
+    return crop_box(image_rgb, box, rescale_factor, flip=not box.is_right, out=out)
+
+
+def crop_box(
+    image_rgb: np.ndarray,
+    box: BoxLike,
+    rescale_factor: float,
+    flip: bool = False,
+    out: np.ndarray | None = None,
+) -> HandCrop:
+    """Cut the network input for ``box`` (square region of the grown box, blur, warp, normalise).
+
+    :func:`crop_hand` for hands; for people (HMR2.0) ``rescale_factor`` is
+    :data:`BODY_RESCALE_FACTOR` and ``flip`` false.
+    """
     check_image(image_rgb)
     height, width = image_rgb.shape[:2]
     center, size = crop_region(box, rescale_factor)
     transform = CropTransform(
         center=(float(center[0]), float(center[1])),
         size=size,
-        flip=not box.is_right,
+        flip=bool(flip),
         image_width=width,
         image_height=height,
     )

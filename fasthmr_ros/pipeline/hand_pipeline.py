@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fasthmr_ros.models.constants import CROP_SIZE, NUM_FACES, NUM_JOINTS
+from fasthmr_ros.models.constants import CROP_SIZE, NUM_FACES, NUM_JOINTS, NUM_VERTICES
 from fasthmr_ros.models.mano_info import mano_info
 from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.pipeline.camera import (
@@ -30,15 +30,24 @@ from fasthmr_ros.pipeline.crop import (
     crop_hand,
 )
 from fasthmr_ros.pipeline.foreground import hand_foreground_tokens
+from fasthmr_ros.pipeline.network_batch import run_regressor
 from fasthmr_ros.pipeline.results import LEFT, CameraIntrinsics, HandBox, HandResult
 
 #: Mirror across the camera's y-z plane (x -> -x).
 MIRROR_X = np.diag([-1.0, 1.0, 1.0])
 
-#: Output keys every regressor must return (see :func:`fasthmr_ros.load_hand_regressor`).
-REQUIRED_OUTPUTS: tuple[str, ...] = (
-    "vertices", "joints", "cam", "global_orient", "hand_pose", "betas",
-)
+#: Output shapes (without the batch axis) every hand regressor must return (see
+#: :func:`fasthmr_ros.load_hand_regressor`).
+HAND_OUTPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "vertices": (NUM_VERTICES, 3),
+    "joints": (NUM_JOINTS, 3),
+    "cam": (3,),
+    "global_orient": (1, 3, 3),
+    "hand_pose": (15, 3, 3),
+    "betas": (10,),
+}
+#: Output keys every hand regressor must return.
+REQUIRED_OUTPUTS: tuple[str, ...] = tuple(HAND_OUTPUT_SHAPES)
 
 
 def left_hand_faces(faces: np.ndarray) -> np.ndarray:
@@ -150,41 +159,9 @@ class HandMeshPipeline:
 
         ``foreground`` (N, tokens) goes to networks with a masked merge plan only.
         """
-        import torch
-
-        crops = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        with torch.inference_mode():
-            if foreground is None:
-                outputs = self.regressor(crops)
-            else:
-                flags = torch.from_numpy(np.ascontiguousarray(foreground)).to(self.device)
-                outputs = self.regressor(crops, foreground=flags)
-        missing = [k for k in REQUIRED_OUTPUTS if k not in outputs]
-        if missing:
-            raise ValueError(
-                f"regressor output lacks {missing}; it must follow the load_hand_regressor "
-                f"contract (keys {list(REQUIRED_OUTPUTS)})"
-            )
-        arrays = {}
-        for key in REQUIRED_OUTPUTS:
-            value = outputs[key]
-            if isinstance(value, torch.Tensor):
-                value = value.detach().float().cpu().numpy()
-            arrays[key] = np.asarray(value, dtype=np.float32)
-        n = len(batch)
-        expected = {
-            "vertices": (n, self.info.num_vertices, 3),
-            "joints": (n, NUM_JOINTS, 3),
-            "cam": (n, 3),
-            "global_orient": (n, 1, 3, 3),
-            "hand_pose": (n, 15, 3, 3),
-            "betas": (n, 10),
-        }
-        for key, shape in expected.items():
-            if arrays[key].shape != shape:
-                raise ValueError(f"regressor output {key!r} has shape {arrays[key].shape}, "
-                                 f"expected {shape}")
-        return arrays
+        expected = {**HAND_OUTPUT_SHAPES, "vertices": (self.info.num_vertices, 3)}
+        return run_regressor(self.regressor, batch, self.device, expected, "load_hand_regressor",
+                             foreground)
 
     def to_results(
         self,

@@ -30,6 +30,7 @@ Not thread-safe: use one detector per thread.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,88 @@ def _check_unit(name: str, value: float) -> float:
     return value
 
 
+@dataclass
+class PoseLandmarks:
+    """MediaPipe Pose's 33 BlazePose landmarks of one person.
+
+    ``image`` in pixels of the frame, ``world`` in metres (origin between the hips, axes those
+    of the camera: x right, y down, z away from the camera), ``visibility`` 0-1 per landmark.
+    """
+
+    image: np.ndarray  # (33, 2)
+    world: np.ndarray  # (33, 3)
+    visibility: np.ndarray  # (33,)
+    #: ``(H, W)`` float32 0-1 person mask when the graph runs with ``segmentation``.
+    mask: np.ndarray | None = None
+
+
+class MediaPipePose:
+    """The bundled MediaPipe Pose graph (one person per call), shared by hands and bodies.
+
+    Args:
+        model_complexity: pose landmark model; only 1 (full) is bundled in 0.10.18.
+        min_confidence: person detection and pose presence threshold.
+        video_mode: track the person from the previous frame (consecutive frames only).
+        segmentation: also return the person's segmentation mask (a little slower).
+
+    """
+
+    def __init__(
+        self,
+        *,
+        model_complexity: int = 1,
+        min_confidence: float = 0.5,
+        video_mode: bool = False,
+        segmentation: bool = False,
+    ) -> None:
+        if model_complexity not in _POSE_MODELS:
+            raise ValueError(f"pose_model_complexity must be 0, 1 or 2, got {model_complexity}")
+        self.model_complexity = int(model_complexity)
+        self.min_confidence = _check_unit("min_pose_confidence", min_confidence)
+        self.video_mode = bool(video_mode)
+        self.segmentation = bool(segmentation)
+        _require_bundled("pose_detection/pose_detection.tflite")
+        _require_bundled(f"pose_landmark/{_POSE_MODELS[self.model_complexity]}")
+        from mediapipe.python.solutions import pose as mp_pose
+
+        self._graph: Any = mp_pose.Pose(
+            static_image_mode=not self.video_mode,
+            model_complexity=self.model_complexity,
+            min_detection_confidence=self.min_confidence,
+            min_tracking_confidence=self.min_confidence,
+            enable_segmentation=self.segmentation,
+        )
+
+    def landmarks(self, image_rgb: np.ndarray) -> PoseLandmarks | None:
+        """The landmarks of the most prominent person in the frame, or ``None``."""
+        if self._graph is None:
+            raise RuntimeError("the pose graph was closed; create a new MediaPipePose")
+        rgb = as_rgb_uint8(image_rgb)
+        result = self._graph.process(rgb)
+        if result.pose_landmarks is None:
+            return None
+        height, width = rgb.shape[:2]
+        marks = result.pose_landmarks.landmark
+        image = np.array([[p.x * width, p.y * height] for p in marks], dtype=np.float64)
+        visibility = np.array([p.visibility for p in marks], dtype=np.float64)
+        if result.pose_world_landmarks is not None:
+            world = np.array(
+                [[p.x, p.y, p.z] for p in result.pose_world_landmarks.landmark], dtype=np.float64
+            )
+        else:  # pragma: no cover - the legacy graph always fills both
+            world = np.full((len(marks), 3), np.nan)
+        mask = None
+        if self.segmentation and result.segmentation_mask is not None:
+            mask = np.asarray(result.segmentation_mask, dtype=np.float32)
+        return PoseLandmarks(image=image, world=world, visibility=visibility, mask=mask)
+
+    def close(self) -> None:
+        """Release the graph."""
+        if self._graph is not None:
+            self._graph.close()
+        self._graph = None
+
+
 class MediaPipeHandDetector:
     """Hand boxes with side, score and 21 landmarks from MediaPipe hands + pose.
 
@@ -171,6 +254,9 @@ class MediaPipeHandDetector:
             :meth:`detect`, :attr:`person_mask` holds the frame-sized 0..1 mask (``None`` when
             no person was found), the foreground for mask-guided token merging of bodies
             (:func:`fasthmr_ros.pipeline.foreground.mask_foreground_tokens`).
+        pose: a :class:`MediaPipePose` to share (e.g. with a person detector) instead of
+            creating one; the caller then owns it (``close`` leaves it open). Give it
+            ``segmentation=True`` for ``person_segmentation``.
 
     """
 
@@ -199,6 +285,7 @@ class MediaPipeHandDetector:
         palm_side_min_score: float = 0.9,
         pose_box_scale: float = 1.0,
         person_segmentation: bool = False,
+        pose: MediaPipePose | None = None,
     ) -> None:
         if int(max_hands) < 1:
             raise ValueError(f"max_hands must be at least 1, got {max_hands}")
@@ -239,6 +326,9 @@ class MediaPipeHandDetector:
         self.pose_box_scale = float(pose_box_scale)
         if person_segmentation and not use_pose:
             raise ValueError("person_segmentation needs the pose model: set use_pose=True")
+        if person_segmentation and pose is not None and not pose.segmentation:
+            raise ValueError("person_segmentation with a shared pose needs "
+                             "MediaPipePose(segmentation=True)")
         self.person_segmentation = bool(person_segmentation)
         #: Person mask of the last frame (H x W float32, 0..1) with ``person_segmentation``.
         self.person_mask: np.ndarray | None = None
@@ -251,12 +341,8 @@ class MediaPipeHandDetector:
 
         _require_bundled(f"palm_detection/{_PALM_MODELS[self.hand_model_complexity]}")
         _require_bundled(f"hand_landmark/{_HAND_MODELS[self.hand_model_complexity]}")
-        if self.use_pose:
-            _require_bundled("pose_detection/pose_detection.tflite")
-            _require_bundled(f"pose_landmark/{_POSE_MODELS[self.pose_model_complexity]}")
 
         from mediapipe.python.solutions import hands as mp_hands
-        from mediapipe.python.solutions import pose as mp_pose
 
         self._hands = mp_hands.Hands(
             static_image_mode=not self.video_mode,
@@ -265,7 +351,8 @@ class MediaPipeHandDetector:
             min_detection_confidence=self.min_detection_confidence,
             min_tracking_confidence=self.min_landmark_confidence,
         )
-        self._pose: Any = None
+        self._pose: MediaPipePose | None = None
+        self._owns_pose = pose is None
         self._refiner: Any = None
         self._searcher: Any = None
         if self.search_tiles:
@@ -277,12 +364,11 @@ class MediaPipeHandDetector:
                 min_tracking_confidence=self.search_min_presence,
             )
         if self.use_pose:
-            self._pose = mp_pose.Pose(
-                static_image_mode=not self.video_mode,
+            self._pose = pose or MediaPipePose(
                 model_complexity=self.pose_model_complexity,
-                min_detection_confidence=self.min_pose_confidence,
-                min_tracking_confidence=self.min_pose_confidence,
-                enable_segmentation=self.person_segmentation,
+                min_confidence=self.min_pose_confidence,
+                video_mode=self.video_mode,
+                segmentation=self.person_segmentation,
             )
             if self.refine_pose_hands:
                 self._refiner = mp_hands.Hands(
@@ -347,9 +433,11 @@ class MediaPipeHandDetector:
 
     def close(self) -> None:
         """Release the MediaPipe graphs."""
-        for graph in (self._hands, self._pose, self._refiner, self._searcher):
+        for graph in (self._hands, self._refiner, self._searcher):
             if graph is not None:
                 graph.close()
+        if self._pose is not None and self._owns_pose:
+            self._pose.close()
         self._hands = self._pose = self._refiner = self._searcher = None
 
     def __enter__(self) -> MediaPipeHandDetector:
@@ -403,22 +491,19 @@ class MediaPipeHandDetector:
 
     def _arm_boxes(self, rgb: np.ndarray) -> list[HandBox]:
         """Hand boxes hung on the arms found by the pose model."""
-        result = self._pose.process(rgb)
+        assert self._pose is not None
+        marks = self._pose.landmarks(rgb)
         if self.person_segmentation:
-            mask = getattr(result, "segmentation_mask", None)
-            self.person_mask = None if mask is None else np.asarray(mask, dtype=np.float32)
-        if result.pose_landmarks is None:
+            self.person_mask = None if marks is None else marks.mask
+        if marks is None:
             return []
         height, width = rgb.shape[:2]
-        marks = result.pose_landmarks.landmark
         boxes: list[HandBox] = []
         for arm, ids in POSE_ARM_LANDMARKS.items():
-            visibility = [marks[i].visibility for i in ids]
+            visibility = [float(marks.visibility[i]) for i in ids]
             if min(visibility[:3]) < self.min_arm_visibility:
                 continue
-            wrist, pinky, index, thumb = (
-                np.array([marks[i].x * width, marks[i].y * height]) for i in ids
-            )
+            wrist, pinky, index, thumb = (marks.image[i] for i in ids)
             box = hand_box_from_arm(
                 wrist, index, pinky, thumb,
                 side=self._side_from_pose(arm),

@@ -165,3 +165,37 @@ class BodyResult:
     model_params: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     track_id: int | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class PersonBox:
+    """A detected person: a box around the whole body, a confidence and, when known, landmarks.
+
+    The box is tight around the visible body (pixels). A landmark detector (MediaPipe Pose)
+    also fills ``keypoints_2d`` (its 33 image landmarks, pixels), ``world_landmarks`` (the same
+    33 points in metres, origin between the hips, axes those of the camera) and
+    ``visibility`` (per landmark, 0-1); an external box source (a person detector topic,
+    ``--boxes``) leaves them ``None``. Estimators that need landmarks skip a box without them.
+    """
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    score: float = 1.0
+    keypoints_2d: np.ndarray | None = None
+    world_landmarks: np.ndarray | None = None
+    visibility: np.ndarray | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        coords = (self.x1, self.y1, self.x2, self.y2)
+        if not all(math.isfinite(float(v)) for v in coords):
+            raise ValueError(f"person box has a non-finite coordinate: {coords}")
+        if self.x2 <= self.x1 or self.y2 <= self.y1:
+            raise ValueError(f"person box must have x2 > x1 and y2 > y1, got {coords}")
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        """Return the box as ``[x1, y1, x2, y2]`` float64."""
+        return np.array([self.x1, self.y1, self.x2, self.y2], dtype=np.float64)

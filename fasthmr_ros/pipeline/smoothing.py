@@ -1,4 +1,4 @@
-"""One-Euro filtering of hand outputs over time (Casiez, Roussel, Vogel, CHI 2012).
+"""One-Euro filtering of hand and body outputs over time (Casiez, Roussel, Vogel, CHI 2012).
 
 The One-Euro filter is an exponential low-pass whose cutoff frequency rises with the signal's
 speed: at rest a low cutoff (``min_cutoff``, Hz) removes jitter, in fast motion the cutoff grows
@@ -11,8 +11,9 @@ Arrays are filtered with one cutoff for the whole array, derived from the root-m
 of its elements. Every element is then the same weighted average of its past values, so a
 filtered mesh is an average of meshes and keeps its shape.
 
-:class:`HandSmoother` keeps one set of filters per track id and smooths a
-:class:`~fasthmr_ros.pipeline.results.HandResult`'s camera translation and its root-relative
+:class:`MeshSmoother` keeps one set of filters per track id and smooths a
+:class:`~fasthmr_ros.pipeline.results.HandResult`'s or
+:class:`~fasthmr_ros.pipeline.results.BodyResult`'s camera translation and its root-relative
 joints and vertices, so translation and articulation adapt to their own speeds.
 """
 
@@ -21,10 +22,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable
+from typing import TypeVar
 
 import numpy as np
 
-from fasthmr_ros.pipeline.results import HandResult
+from fasthmr_ros.pipeline.results import BodyResult, HandResult
+
+#: A result with ``track_id``, ``cam_t``, ``joints`` and ``vertices``: a hand or a body.
+MeshResult = TypeVar("MeshResult", HandResult, BodyResult)
 
 
 def smoothing_factor(cutoff_hz: float | np.ndarray, dt: float) -> float | np.ndarray:
@@ -116,8 +121,8 @@ DEFAULT_TRANSLATION = OneEuroParameters(min_cutoff=1.0, beta=20.0, d_cutoff=1.0)
 DEFAULT_ARTICULATION = OneEuroParameters(min_cutoff=1.5, beta=40.0, d_cutoff=1.0)
 
 
-class HandSmoother:
-    """One-Euro smoothing of tracked hands' joints, vertices and camera translation.
+class MeshSmoother:
+    """One-Euro smoothing of tracked hands' or bodies' joints, vertices and camera translation.
 
     ``cam_t`` is filtered with ``translation``; joints and vertices are filtered relative to
     ``cam_t`` with ``articulation`` and put back at the filtered translation. Results without a
@@ -139,7 +144,7 @@ class HandSmoother:
         self._filters: dict[int, dict[str, OneEuroFilter]] = {}
         self._last_seen: dict[int, float] = {}
 
-    def __call__(self, result: HandResult, stamp: float) -> HandResult:
+    def __call__(self, result: MeshResult, stamp: float) -> MeshResult:
         """Return ``result`` with smoothed ``joints``, ``vertices`` and ``cam_t``."""
         if result.track_id is None:
             return result
@@ -164,8 +169,8 @@ class HandSmoother:
             vertices=vertices.astype(np.asarray(result.vertices).dtype),
         )
 
-    def smooth_all(self, results: Iterable[HandResult], stamp: float) -> list[HandResult]:
-        """Smooth every hand of one frame."""
+    def smooth_all(self, results: Iterable[MeshResult], stamp: float) -> list[MeshResult]:
+        """Smooth every hand (or body) of one frame."""
         return [self(result, stamp) for result in results]
 
     def forget(self, track_id: int) -> None:
@@ -182,3 +187,7 @@ class HandSmoother:
         for track_id, seen in list(self._last_seen.items()):
             if stamp - seen > self.forget_after or stamp < seen:
                 self.forget(track_id)
+
+
+#: The hand path's name for :class:`MeshSmoother`.
+HandSmoother = MeshSmoother

@@ -1,9 +1,9 @@
-"""Hands over time: stable ids from the tracker, then One-Euro smoothing of the geometry.
+"""Hands or bodies over time: stable ids from the tracker, then One-Euro smoothing.
 
-One object per camera stream. Before reconstruction it gives each detected box a track id
-(and the track's stable side, so a one-frame handedness flip does not mirror the mesh); after
-reconstruction it stamps the results with those ids and smooths them. Both the ``fasthmr hands``
-command and the ROS node run frames through it.
+One object per camera stream and kind. Before reconstruction it gives each detected box a
+track id (and, for hands, the track's stable side, so a one-frame handedness flip does not
+mirror the mesh); after reconstruction it stamps the results with those ids and smooths them.
+``fasthmr hands``, ``fasthmr bodies`` and the ROS node run frames through it.
 """
 
 from __future__ import annotations
@@ -13,25 +13,26 @@ from collections.abc import Sequence
 import numpy as np
 
 from fasthmr_ros.pipeline.camera import project_points
-from fasthmr_ros.pipeline.results import CameraIntrinsics, HandBox, HandResult
+from fasthmr_ros.pipeline.results import CameraIntrinsics
 from fasthmr_ros.pipeline.smoothing import (
     DEFAULT_ARTICULATION,
     DEFAULT_TRANSLATION,
-    HandSmoother,
+    MeshResult,
+    MeshSmoother,
     OneEuroParameters,
 )
-from fasthmr_ros.pipeline.tracking import HandTracker
+from fasthmr_ros.pipeline.tracking import Detection, Tracker
 
 
-class HandStream:
-    """Tracking and smoothing state of one camera stream.
+class MeshStream:
+    """Tracking and smoothing state of one camera stream (hands or bodies).
 
     Args:
-        tracking: give hands stable ids across frames (off: every hand is new each frame,
-            ``track_id`` stays ``None`` and nothing is smoothed).
-        smoothing: One-Euro filter joints, vertices and translation of tracked hands. The
+        tracking: give hands (people) stable ids across frames (off: every one is new each
+            frame, ``track_id`` stays ``None`` and nothing is smoothed).
+        smoothing: One-Euro filter joints, vertices and translation of tracked results. The
             filter is causal and adds no latency.
-        tracker: the tracker to use (default: :class:`HandTracker` with its defaults).
+        tracker: the tracker to use (default: :class:`Tracker` with its defaults).
         translation, articulation: One-Euro parameters for ``cam_t`` and for the
             root-relative joints and vertices.
 
@@ -42,17 +43,17 @@ class HandStream:
         *,
         tracking: bool = True,
         smoothing: bool = True,
-        tracker: HandTracker | None = None,
+        tracker: Tracker | None = None,
         translation: OneEuroParameters = DEFAULT_TRANSLATION,
         articulation: OneEuroParameters = DEFAULT_ARTICULATION,
     ) -> None:
         self.tracking = tracking
         self.smoothing = smoothing
-        self.tracker = tracker or HandTracker()
-        self.smoother = HandSmoother(translation=translation, articulation=articulation)
+        self.tracker = tracker or Tracker()
+        self.smoother = MeshSmoother(translation=translation, articulation=articulation)
         self.dropped = 0
 
-    def assign(self, boxes: Sequence[HandBox]) -> tuple[list[HandBox], list[int | None]]:
+    def assign(self, boxes: Sequence[Detection]) -> tuple[list[Detection], list[int | None]]:
         """Return the boxes (with their tracks' stable sides) and one id per box."""
         if not self.tracking:
             return list(boxes), [None] * len(boxes)
@@ -61,11 +62,11 @@ class HandStream:
 
     def finish(
         self,
-        results: Sequence[HandResult],
+        results: Sequence[MeshResult],
         track_ids: Sequence[int | None],
         stamp: float,
         intrinsics: CameraIntrinsics | None = None,
-    ) -> list[HandResult]:
+    ) -> list[MeshResult]:
         """Stamp ``results`` with ``track_ids`` and smooth them at time ``stamp`` (seconds).
 
         Hands with non-finite joints or vertices (a broken model or precision) are dropped
@@ -96,3 +97,7 @@ class HandStream:
         self.tracker.reset()
         for track_id in self.smoother.track_ids:
             self.smoother.forget(track_id)
+
+
+#: The hand path's name for :class:`MeshStream`.
+HandStream = MeshStream

@@ -1,4 +1,4 @@
-"""Stable hand identities across frames.
+"""Stable identities across frames, for hands and for people alike.
 
 Each frame's detections are assigned to existing tracks with the Hungarian method on a cost
 made of box overlap, keypoint (or centre) distance and side agreement, against where each track
@@ -19,7 +19,10 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from fasthmr_ros.pipeline.hand_fusion import iou_matrix
-from fasthmr_ros.pipeline.results import LEFT, RIGHT, HandBox
+from fasthmr_ros.pipeline.results import LEFT, RIGHT, HandBox, PersonBox
+
+#: What the tracker follows: hand boxes (with a side) or person boxes (without).
+Detection = HandBox | PersonBox
 
 #: Cost given to pairs the gate rejects; larger than any admissible cost.
 _FORBIDDEN = 1e6
@@ -30,23 +33,23 @@ class TrackedHand:
     """A detection of the current frame with the identity the tracker gave it.
 
     ``box`` is the detection with the track's stable side (which may differ from the side the
-    detector gave in this one frame). ``detection_index`` is the detection's position in the
-    list passed to :meth:`HandTracker.update`.
+    detector gave in this one frame; people have none). ``detection_index`` is the detection's
+    position in the list passed to :meth:`Tracker.update`.
     """
 
     track_id: int
-    box: HandBox
+    box: Detection
     confirmed: bool
     detection_index: int
 
 
 @dataclass
 class HandTrack:
-    """State of one track (read-only for users; :class:`HandTracker` updates it)."""
+    """State of one track (read-only for users; :class:`Tracker` updates it)."""
 
     track_id: int
-    box: HandBox
-    side: str
+    box: Detection
+    side: str | None
     hits: int = 1
     misses: int = 0
     confirmed: bool = False
@@ -66,16 +69,20 @@ def _size(xyxy: np.ndarray) -> np.ndarray:
     return np.sqrt((xyxy[..., 2] - xyxy[..., 0]) * (xyxy[..., 3] - xyxy[..., 1]))
 
 
-class HandTracker:
-    """Assign stable ids to per-frame hand detections.
+def _side(detection: Detection) -> str | None:
+    return getattr(detection, "side", None)
+
+
+class Tracker:
+    """Assign stable ids to per-frame hand or person detections.
 
     Args:
         min_hits: consecutive detections that confirm a new track (1 confirms at once).
         max_misses: frames a confirmed track survives without a detection.
         min_iou: a detection may join a track if their boxes overlap by this much...
-        max_centre_distance: ...or if their centres are closer than this many hand sizes
+        max_centre_distance: ...or if their centres are closer than this many box sizes
             (square root of the box area), measured from the track's predicted position.
-        keypoint_weight: weight of the mean keypoint distance (in hand sizes) in the cost;
+        keypoint_weight: weight of the mean keypoint distance (in box sizes) in the cost;
             when either side lacks keypoints the centre distance is used instead.
         side_mismatch_cost: cost added when the detection's side differs from the track's.
         side_switch_evidence: accumulated evidence for the other side needed to switch sides.
@@ -129,7 +136,7 @@ class HandTracker:
         """Forget every track (e.g. after a camera switch); ids keep increasing."""
         self._tracks = []
 
-    def update(self, detections: Sequence[HandBox]) -> list[TrackedHand]:
+    def update(self, detections: Sequence[Detection]) -> list[TrackedHand]:
         """Advance one frame; return one :class:`TrackedHand` per detection, in input order.
 
         Tentative tracks are included with ``confirmed=False``; publish only confirmed ones
@@ -163,7 +170,7 @@ class HandTracker:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _assign(self, detections: list[HandBox]) -> list[tuple[int, int]]:
+    def _assign(self, detections: list[Detection]) -> list[tuple[int, int]]:
         if not self._tracks or not detections:
             return []
         cost = self._cost(detections)
@@ -171,7 +178,7 @@ class HandTracker:
         pairs = zip(rows.tolist(), cols.tolist(), strict=True)
         return [(t, d) for t, d in pairs if cost[t, d] < _FORBIDDEN]
 
-    def _cost(self, detections: list[HandBox]) -> np.ndarray:
+    def _cost(self, detections: list[Detection]) -> np.ndarray:
         predicted = np.stack(
             [t.box.xyxy + np.tile(t.predicted_shift(), 2) for t in self._tracks]
         )
@@ -187,24 +194,26 @@ class HandTracker:
         for t, track in enumerate(self._tracks):
             for d, detection in enumerate(detections):
                 distance = centre_distance[t, d]
-                if track.box.keypoints_2d is not None and detection.keypoints_2d is not None:
+                if (track.box.keypoints_2d is not None and detection.keypoints_2d is not None
+                        and track.box.keypoints_2d.shape == detection.keypoints_2d.shape):
                     moved = track.box.keypoints_2d + track.predicted_shift()
                     gaps = np.linalg.norm(moved - detection.keypoints_2d, axis=1)
-                    distance = float(np.mean(gaps)) / size[t, d]
+                    if np.isfinite(gaps).any():
+                        distance = float(np.nanmean(gaps)) / size[t, d]
                 cost[t, d] = 1.0 - overlap[t, d] + self.keypoint_weight * distance
-                if detection.side != track.side:
+                if _side(detection) != track.side:
                     cost[t, d] += self.side_mismatch_cost
         gate = (overlap >= self.min_iou) | (centre_distance <= self.max_centre_distance)
         return np.where(gate, cost, _FORBIDDEN)
 
-    def _birth(self, detection: HandBox) -> HandTrack:
-        track = HandTrack(track_id=self._next_id, box=detection, side=detection.side)
+    def _birth(self, detection: Detection) -> HandTrack:
+        track = HandTrack(track_id=self._next_id, box=detection, side=_side(detection))
         track.side_evidence = self._vote(detection)
         track.confirmed = self.min_hits <= 1
         self._next_id += 1
         return track
 
-    def _absorb(self, track: HandTrack, detection: HandBox) -> None:
+    def _absorb(self, track: HandTrack, detection: Detection) -> None:
         frames = track.misses + 1
         shift = (_centre(detection.xyxy) - _centre(track.box.xyxy)) / frames
         a = self.velocity_smoothing
@@ -223,15 +232,22 @@ class HandTracker:
             track.side = RIGHT
 
     @staticmethod
-    def _vote(detection: HandBox) -> float:
+    def _vote(detection: Detection) -> float:
+        side = _side(detection)
+        if side is None:
+            return 0.0
         weight = min(max(float(detection.score), 0.0), 1.0)
-        return weight if detection.side == RIGHT else -weight
+        return weight if side == RIGHT else -weight
 
     @staticmethod
-    def _report(track: HandTrack, detection: HandBox, index: int) -> TrackedHand:
+    def _report(track: HandTrack, detection: Detection, index: int) -> TrackedHand:
         box = detection
-        if detection.side != track.side:
+        if track.side is not None and _side(detection) != track.side:
             box = dataclasses.replace(detection, side=track.side)
         return TrackedHand(
             track_id=track.track_id, box=box, confirmed=track.confirmed, detection_index=index
         )
+
+
+#: The hand path's name for :class:`Tracker` (hands were tracked first).
+HandTracker = Tracker

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import yaml
 
-from fasthmr_ros.models.mano_head import HeadConfig
+from fasthmr_ros.models.decoder_head import HeadConfig
 from fasthmr_ros.models.registry import build_regressor_from_config
 from fasthmr_ros.models.regressor import HandMeshRegressor, RegressorConfig
 from fasthmr_ros.models.vit import ViTConfig

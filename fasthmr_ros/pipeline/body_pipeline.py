@@ -1,0 +1,146 @@
+"""Bodies from frames: person detection, tracking, a body estimator and smoothing.
+
+:class:`BodyPipeline` is what ``fasthmr bodies``, ``fasthmr bag bodies`` and the body node run
+per frame. The estimator behind it is any
+:class:`~fasthmr_ros.pipeline.body_estimator.BodyEstimator` (the landmark fit by default, the
+HMR2.0 network when its checkpoint is given); the pipeline itself does not know which.
+
+Per frame: people come from the person detector (MediaPipe Pose, several per frame) or from
+the caller (external boxes: a detection topic, ``--boxes``); the best ``max_people`` above
+``score_threshold`` are kept, the tracker gives them ids, the estimator reconstructs them, and
+the results are stamped with their person's id and One-Euro smoothed
+(:class:`~fasthmr_ros.pipeline.temporal.MeshStream`, the same code as for hands).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from fasthmr_ros.models.mesh_model import MeshModelInfo
+from fasthmr_ros.pipeline.body_estimator import PERSON_INDEX, BodyEstimator
+from fasthmr_ros.pipeline.results import BodyResult, CameraIntrinsics, PersonBox
+from fasthmr_ros.pipeline.temporal import MeshStream
+
+
+class PersonDetector(Protocol):
+    """A source of people in a frame (e.g. :class:`MediaPipePersonDetector`)."""
+
+    def detect(self, image_rgb: np.ndarray) -> list[PersonBox]:
+        """Return the people found in the image, best first."""
+
+
+@dataclass
+class BodyTimings:
+    """Milliseconds spent per stage of the last frame."""
+
+    detect_ms: float = 0.0
+    estimate_ms: float = 0.0
+    track_ms: float = 0.0
+
+
+def select_people(
+    people: Sequence[PersonBox], score_threshold: float, max_people: int
+) -> list[PersonBox]:
+    """Keep the ``max_people`` highest-scoring people whose score reaches ``score_threshold``."""
+    kept = sorted((p for p in people if p.score >= score_threshold), key=lambda p: p.score,
+                  reverse=True)
+    return kept[:max_people]
+
+
+def result_track_ids(
+    results: Sequence[BodyResult], track_ids: Sequence[int | None]
+) -> list[int | None]:
+    """The track id of each result, through ``extras[PERSON_INDEX]`` (input order otherwise)."""
+    ids = []
+    for position, result in enumerate(results):
+        index = result.extras.get(PERSON_INDEX)
+        ids.append(track_ids[int(np.asarray(index).reshape(-1)[0]) if index is not None
+                             else position])
+    return ids
+
+
+class BodyPipeline:
+    """Person detection + tracking + a body estimator + smoothing, one camera stream.
+
+    Args:
+        estimator: the body estimator (image + camera + people -> bodies).
+        detector: the person detector; ``None`` when people always come from the caller.
+        stream: tracking and smoothing state (default: :class:`MeshStream` with defaults).
+        max_people: most bodies per frame (highest scores).
+        score_threshold: people scoring lower are ignored.
+
+    """
+
+    def __init__(
+        self,
+        estimator: BodyEstimator,
+        detector: PersonDetector | None = None,
+        *,
+        stream: MeshStream | None = None,
+        max_people: int = 4,
+        score_threshold: float = 0.0,
+    ) -> None:
+        if int(max_people) < 1:
+            raise ValueError(f"max_people must be at least 1, got {max_people}")
+        self.estimator = estimator
+        self.detector = detector
+        self.stream = stream or MeshStream()
+        self.max_people = int(max_people)
+        self.score_threshold = float(score_threshold)
+        self.timings = BodyTimings()
+
+    @property
+    def info(self) -> MeshModelInfo:
+        """The estimator's mesh model (for the topology and overlays)."""
+        return self.estimator.info
+
+    @property
+    def skipped(self) -> list[str]:
+        """Why people of the last frame were not reconstructed."""
+        return self.estimator.skipped
+
+    def process(
+        self, image_rgb: np.ndarray, people: Sequence[PersonBox], camera: CameraIntrinsics
+    ) -> list[BodyResult]:
+        """Reconstruct ``people`` (no detection, no tracking): the node core's pipeline call."""
+        return self.estimator.estimate(image_rgb, list(people), camera)
+
+    def run(
+        self,
+        image_rgb: np.ndarray,
+        camera: CameraIntrinsics,
+        stamp: float | None = None,
+        people: Sequence[PersonBox] | None = None,
+    ) -> list[BodyResult]:
+        """Detect (unless ``people`` is given), track, reconstruct and smooth one frame.
+
+        ``stamp`` is the frame time in seconds; ``None`` marks an unrelated still image (the
+        tracks are reset and results keep ``track_id=None``).
+        """
+        start = time.perf_counter()
+        if people is None:
+            if self.detector is None:
+                raise ValueError("this pipeline has no person detector: pass people")
+            people = self.detector.detect(image_rgb)
+        people = select_people(people, self.score_threshold, self.max_people)
+        detected = time.perf_counter()
+        if stamp is None:
+            self.stream.reset()
+        people, track_ids = self.stream.assign(people)
+        results = self.process(image_rgb, people, camera)
+        estimated = time.perf_counter()
+        ids = result_track_ids(results, track_ids) if stamp is not None else [None] * len(
+            results)
+        results = self.stream.finish(results, ids, stamp or 0.0, camera)
+        done = time.perf_counter()
+        self.timings = BodyTimings(
+            detect_ms=1e3 * (detected - start),
+            estimate_ms=1e3 * (estimated - detected),
+            track_ms=1e3 * (done - estimated),
+        )
+        return results
