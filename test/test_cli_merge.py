@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fasthmr_ros.cli.main import main
-from fasthmr_ros.models.mano_head import HeadConfig
+from fasthmr_ros.models.decoder_head import HeadConfig
 from fasthmr_ros.models.merge_plan import load_merge_plan
 from fasthmr_ros.models.regressor import RegressorConfig
 from fasthmr_ros.models.test_assets import write_test_assets
