@@ -1,4 +1,4 @@
-"""The hand mesh node on ``rclpy`` (``ros2 run fasthmr_ros hand_mesh_node``).
+"""The mesh nodes on ``rclpy`` (``ros2 run fasthmr_ros hand_mesh_node`` / ``body_mesh_node``).
 
 rclpy is imported only inside the functions that need it, so this module imports on machines
 without ROS. Messages travel serialized: subscriptions are created with ``raw=True`` and
@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from fasthmr_ros.ros import messages
-from fasthmr_ros.ros.hand_node import NODE_NAME, HandMeshNode
+from fasthmr_ros.ros.mesh_node import MeshNode
+from fasthmr_ros.ros.node_configurations import NodeConfiguration, node_configuration
 from fasthmr_ros.ros.parameters import (
     BOOL,
     DOUBLE,
@@ -32,8 +33,8 @@ from fasthmr_ros.ros.transport import RawCallback
 
 #: What to do when rclpy is missing.
 RCLPY_MISSING = (
-    "hand_mesh_node needs ROS 2 (rclpy): source /opt/ros/<distro>/setup.bash first, or run "
-    "without ROS: fasthmr node hands --transport dds"
+    "the mesh nodes need ROS 2 (rclpy): source /opt/ros/<distro>/setup.bash first, or run "
+    "without ROS: fasthmr node hands|bodies --transport dds"
 )
 
 
@@ -176,8 +177,10 @@ class RclpyTransport:
         return int(self.node.get_clock().now().nanoseconds)
 
 
-def declare_hand_parameters(node: Any) -> ParameterSet:
-    """Declare every hand node parameter with its descriptor and return the validated values.
+def declare_hand_parameters(
+    node: Any, specs: Sequence[ParameterSpec] = HAND_NODE_PARAMETERS
+) -> ParameterSet:
+    """Declare every node parameter (``specs``) with its descriptor; return the values.
 
     Raises:
         ParameterError: when a value given at start-up is invalid.
@@ -185,9 +188,9 @@ def declare_hand_parameters(node: Any) -> ParameterSet:
     """
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-    params = ParameterSet(HAND_NODE_PARAMETERS)
+    params = ParameterSet(specs)
     values = {}
-    for spec in HAND_NODE_PARAMETERS:
+    for spec in specs:
         fields = parameter_descriptor_fields(spec)
         fields["floating_point_range"] = [FloatingPointRange(**r)
                                           for r in fields["floating_point_range"]]
@@ -198,19 +201,19 @@ def declare_hand_parameters(node: Any) -> ParameterSet:
     return params
 
 
-class HandMeshRosNode:
-    """The hand mesh node inside an rclpy node: parameters, callbacks and a worker thread."""
+class MeshRosNode:
+    """A mesh node inside an rclpy node: parameters, callbacks and a worker thread."""
 
-    def __init__(self, node: Any) -> None:
-        from fasthmr_ros.ros.hand_setup import create_hand_node
-
+    def __init__(self, node: Any, configuration: NodeConfiguration | None = None) -> None:
+        configuration = configuration or node_configuration("hands")
         self.node = node
-        self.params = declare_hand_parameters(node)
-        self.core: HandMeshNode = create_hand_node(RclpyTransport(node), self.params)
+        self.params = declare_hand_parameters(node, configuration.parameters)
+        self.core: MeshNode = configuration.create(RclpyTransport(node), self.params)
         node.add_on_set_parameters_callback(self._on_set_parameters)
         self.core.start()
         self._running = True
-        self._worker = threading.Thread(target=self._work, name="hand-mesh", daemon=True)
+        self._worker = threading.Thread(target=self._work, name=f"{configuration.name}-mesh",
+                                        daemon=True)
         self._worker.start()
 
     def _work(self) -> None:
@@ -226,7 +229,7 @@ class HandMeshRosNode:
                 if not alive():
                     return  # Ctrl-C invalidated the context under a frame in flight: stop
                 self.node.get_logger().error(
-                    f"hand mesh worker: {type(exc).__name__}: {exc}; continuing"
+                    f"mesh worker: {type(exc).__name__}: {exc}; continuing"
                 )
 
     def _on_set_parameters(self, parameters: Sequence[Any]) -> Any:
@@ -244,8 +247,12 @@ class HandMeshRosNode:
         self._worker.join(timeout=5.0)
 
 
-def main(args: Sequence[str] | None = None) -> int:
-    """Entry point of ``ros2 run fasthmr_ros hand_mesh_node``."""
+#: The hand node's name for :class:`MeshRosNode`.
+HandMeshRosNode = MeshRosNode
+
+
+def main(args: Sequence[str] | None = None, kind: str = "hands") -> int:
+    """Entry point of ``ros2 run fasthmr_ros hand_mesh_node`` (``kind="bodies"``: bodies)."""
     try:
         import rclpy
         from rclpy.exceptions import ParameterException
@@ -254,11 +261,12 @@ def main(args: Sequence[str] | None = None) -> int:
         print(RCLPY_MISSING, file=sys.stderr)
         return 2
     rclpy.init(args=list(args) if args is not None else None)
-    node = rclpy.create_node(NODE_NAME)
+    configuration = node_configuration(kind)
+    node = rclpy.create_node(configuration.node_name)
     hand_node = None
     status = 0
     try:
-        hand_node = HandMeshRosNode(node)
+        hand_node = MeshRosNode(node, configuration)
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
