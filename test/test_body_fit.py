@@ -251,3 +251,38 @@ def test_two_people_in_the_shared_photo(model, caplog):
     for body in bodies:
         assert 0.3 < float(body.cam_t[2]) < 3.0
         assert 1.0 < float(body.extras["height_m"][0]) < 2.1
+
+
+def test_bodies_command_writes_json_npz_and_overlay(rendered, tmp_path):
+    import json
+
+    import cv2
+
+    pytest.importorskip("mediapipe")
+    from fasthmr_ros.cli.main import main
+
+    rgb, _ = rendered
+    cv2.imwrite(str(tmp_path / "people.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    assert main(["bodies", str(tmp_path / "people.png"), "--fx", "600", "--out", str(out)]) == 0
+    record = json.loads((out / "people.json").read_text())
+    assert record["model"] == "anny_body" and len(record["bodies"]) == 2
+    for body in record["bodies"]:
+        assert len(body["joints"]) == 104 and body["fit_residual_px"] < 12.0
+        assert 1.5 < body["height_m"] < 1.8
+    arrays = np.load(out / "people.npz")
+    assert arrays["vertices"].shape == (2, 13718, 3)
+    assert arrays["faces"].shape == (27420, 3) and arrays["model_params"].shape == (2, 313)
+    overlay = cv2.imread(str(out / "people_overlay.png"))
+    assert overlay.shape == rgb.shape and (overlay != rgb[:, :, ::-1]).any()
+
+
+def test_body_benchmark_reports_every_stage():
+    pytest.importorskip("mediapipe")
+    from fasthmr_ros.pipeline.body_benchmark import body_markdown, run_body_benchmark
+
+    report = run_body_benchmark(warmup=0, iterations=2)
+    assert report["bodies"] == 2
+    assert {"detect", "fit_per_body", "skin"} <= set(report["stages"])
+    assert all(s["median_ms"] > 0 for s in report["stages"].values())
+    assert "fit_per_body" in body_markdown(report)
