@@ -133,3 +133,44 @@ def test_body_node_serves_a_camera_over_dds(tmp_path, monkeypatch):
     stats = json.loads(node_output.strip().splitlines()[-1])
     assert stats["frames_processed"] >= len(arrays)
     assert stats["messages_rejected"] >= 1  # the malformed images were skipped, not fatal
+
+
+def test_bag_bodies_processes_every_image(tmp_path, capsys):
+    pytest.importorskip("rosbags", reason="bags are read and written with rosbags")
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from test_ros_bag import read_bag
+
+    from fasthmr_ros.cli.main import main
+    from fasthmr_ros.pipeline.results import CameraIntrinsics
+    from fasthmr_ros.ros.camera_info import camera_info_message
+    from fasthmr_ros.ros.image_codec import encode_image
+
+    rgb = _frames(tmp_path)[0]
+    intrinsics = CameraIntrinsics(300.0, 300.0, 160.0, 120.0)
+    store = messages.typestore()
+    start = 1_700_000_000_000_000_000
+    with Writer(tmp_path / "in", version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        image = writer.add_connection("/cam/image_raw", "sensor_msgs/msg/Image", typestore=store)
+        info = writer.add_connection("/cam/camera_info", "sensor_msgs/msg/CameraInfo",
+                                     typestore=store)
+        for i in range(3):
+            header = messages.make_header(start + i * 33_000_000, "cam_optical")
+            writer.write(image, start + i * 33_000_000 + 1000, messages.serialize(
+                encode_image(rgb, header), "sensor_msgs/msg/Image"))
+            writer.write(info, start + i * 33_000_000 + 2000, messages.serialize(
+                camera_info_message(header, 320, 240, intrinsics), "sensor_msgs/msg/CameraInfo"))
+    output = tmp_path / "bodies.mcap"
+    assert main(["bag", "bodies", str(tmp_path / "in"), str(output),
+                 "--param", "publish_tf=true", "--param", "score_threshold=0.0"]) == 0
+    assert "3 of 3 images processed" in capsys.readouterr().out
+    out, types, _ = read_bag(output)
+    assert types["/bodies"] == "fasthmr_ros/msg/BodyMeshArray"
+    assert len(out["/bodies/topology"]) == 1 and len(out["/bodies"]) == 3
+    for _, array in out["/bodies"]:
+        assert array.header.frame_id == "cam_optical" and len(array.bodies) == 2
+        for body in array.bodies:
+            joints = np.array([[p.x, p.y, p.z] for p in body.joints])
+            projected = np.stack([300.0 * joints[:, 0] / joints[:, 2] + 160.0,
+                                  300.0 * joints[:, 1] / joints[:, 2] + 120.0], 1)
+            np.testing.assert_allclose(body.keypoints_2d.reshape(-1, 2), projected, atol=0.05)
+    assert len(out["/tf"]) == 3 and len(out["/tf"][0][1].transforms) == 2
