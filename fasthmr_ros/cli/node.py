@@ -73,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="model checkpoint (default: random-weights test assets)")
     overhead.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                           help="node parameter, e.g. publish_markers=false; repeatable")
+    overhead.add_argument("--landmark-fit", action="store_true",
+                          help="measure the default path (Anny hands fitted to MediaPipe "
+                          "landmarks, 1609 vertices each) on the rendered sample image")
     overhead.set_defaults(func=run_overhead)
 
 
@@ -107,7 +110,7 @@ def run_overhead(args: argparse.Namespace) -> int:
         with tqdm(total=args.frames, unit="frame", desc="overhead") as bar:
             result = measure_node_overhead(
                 args.frames, args.width, args.height, overrides, args.checkpoint,
-                progress=lambda n: bar.update(n - bar.n),
+                progress=lambda n: bar.update(n - bar.n), landmark_fit=args.landmark_fit,
             )
     except ParameterError as exc:
         raise CommandError(str(exc)) from None

@@ -116,3 +116,47 @@ def project_points(points: np.ndarray, intrinsics: CameraIntrinsics) -> np.ndarr
     u = intrinsics.fx * pts[..., 0] * inv_z + intrinsics.cx
     v = intrinsics.fy * pts[..., 1] * inv_z + intrinsics.cy
     return np.stack([u, v], axis=-1)
+
+
+def solve_translation(
+    points: np.ndarray, pixels: np.ndarray, intrinsics: CameraIntrinsics
+) -> np.ndarray:
+    """Translation ``t`` that best projects metric ``points + t`` onto ``pixels`` (pinhole).
+
+    Closed form: ``u = fx (X + tx) / (Z + tz) + cx`` is linear in ``t`` once multiplied out,
+    so all points give one ``(2N, 3)`` least-squares system (algebraic error; near-exact for
+    objects small against their depth, like a hand or a body).
+
+    Args:
+        points: ``(N, 3)`` points in camera-aligned axes (metres), ``N >= 2``.
+        pixels: ``(N, 2)`` their image positions.
+        intrinsics: the camera.
+
+    Raises:
+        ValueError: on mismatched shapes, non-finite input, or when the solution puts the
+            points behind the camera.
+
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    uv = np.asarray(pixels, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3 or uv.shape != (len(pts), 2) or len(pts) < 2:
+        raise ValueError(f"need (N, 3) points and (N, 2) pixels with N >= 2, got {pts.shape} "
+                         f"and {uv.shape}")
+    if not (np.isfinite(pts).all() and np.isfinite(uv).all()):
+        raise ValueError("points and pixels must be finite")
+    du = uv[:, 0] - intrinsics.cx
+    dv = uv[:, 1] - intrinsics.cy
+    n = len(pts)
+    a = np.zeros((2 * n, 3))
+    b = np.empty(2 * n)
+    a[:n, 0] = intrinsics.fx
+    a[:n, 2] = -du
+    b[:n] = du * pts[:, 2] - intrinsics.fx * pts[:, 0]
+    a[n:, 1] = intrinsics.fy
+    a[n:, 2] = -dv
+    b[n:] = dv * pts[:, 2] - intrinsics.fy * pts[:, 1]
+    t = np.linalg.lstsq(a, b, rcond=None)[0]
+    if not np.all(pts[:, 2] + t[2] > 0):
+        raise ValueError("the points would lie behind the camera; check the landmarks and "
+                         "the intrinsics")
+    return t

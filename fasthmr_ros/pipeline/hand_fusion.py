@@ -61,9 +61,16 @@ def containment_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def hand_box_from_keypoints(
-    keypoints: np.ndarray, side: str, score: float, source: str = SOURCE_PALM
+    keypoints: np.ndarray,
+    side: str,
+    score: float,
+    source: str = SOURCE_PALM,
+    world_landmarks: np.ndarray | None = None,
 ) -> HandBox | None:
-    """Tight box (min/max) around 21 hand keypoints in pixels; ``None`` if they span no area."""
+    """Tight box (min/max) around 21 hand keypoints in pixels; ``None`` if they span no area.
+
+    ``world_landmarks`` (the detector's 21 metric landmarks, metres) are kept on the box.
+    """
     points = np.asarray(keypoints, dtype=np.float64)
     if points.shape != (21, 2):
         raise ValueError(f"hand keypoints must have shape (21, 2), got {points.shape}")
@@ -75,6 +82,8 @@ def hand_box_from_keypoints(
     return HandBox(
         x1=float(low[0]), y1=float(low[1]), x2=float(high[0]), y2=float(high[1]),
         side=side, score=float(score), keypoints_2d=points.astype(np.float32), source=source,
+        world_landmarks=None if world_landmarks is None else np.asarray(
+            world_landmarks, dtype=np.float32),
     )
 
 

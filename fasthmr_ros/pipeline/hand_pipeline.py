@@ -57,17 +57,19 @@ def mirror_rotations(rotations: np.ndarray) -> np.ndarray:
 
 @dataclass
 class StageTimings:
-    """Wall-clock milliseconds of the last :meth:`HandMeshPipeline.process` call per stage."""
+    """Wall-clock milliseconds of the last ``process`` call of a hand pipeline, per stage."""
 
     crop_ms: float = 0.0
     network_ms: float = 0.0
     post_ms: float = 0.0
+    #: Landmark fit (the landmark-fit path's only stage; 0 on the network path).
+    fit_ms: float = 0.0
     hands: int = 0
 
     @property
     def total_ms(self) -> float:
         """Sum of all stages."""
-        return self.crop_ms + self.network_ms + self.post_ms
+        return self.crop_ms + self.network_ms + self.post_ms + self.fit_ms
 
 
 class HandMeshPipeline:

@@ -458,12 +458,16 @@ class MediaPipeHandDetector:
         boxes: list[HandBox] = []
         landmarks = result.multi_hand_landmarks or []
         handedness = result.multi_handedness or []
-        for hand, label in zip(landmarks, handedness, strict=True):
+        # Metric landmarks (metres, hand-centred, camera axes): what the landmark fit needs.
+        world = getattr(result, "multi_hand_world_landmarks", None) or [None] * len(landmarks)
+        for hand, label, metric in zip(landmarks, handedness, world, strict=True):
             points = np.array([[p.x * width, p.y * height] for p in hand.landmark])
             points = points / scale + np.asarray(offset)
             category = label.classification[0]
             box = hand_box_from_keypoints(
-                points, self._side_from_handedness(category.label), category.score
+                points, self._side_from_handedness(category.label), category.score,
+                world_landmarks=None if metric is None else np.array(
+                    [[p.x, p.y, p.z] for p in metric.landmark]),
             )
             if box is not None:
                 boxes.append(box)

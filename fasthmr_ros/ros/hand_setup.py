@@ -43,22 +43,40 @@ def build_detector(params: ParameterSet, log: Any) -> HandDetector | None:
     raise ParameterError(f"detector {name!r} is not available in this build")
 
 
-def build_pipeline(params: ParameterSet) -> tuple[HandPipeline, MeshModelInfo]:
-    """Load the regressor named by ``checkpoint`` and wrap it in the hand mesh pipeline.
+def build_pipeline(
+    params: ParameterSet, log: Any | None = None
+) -> tuple[HandPipeline, MeshModelInfo]:
+    """The hand pipeline the parameters select.
+
+    With ``checkpoint`` empty (the default): the landmark fit of the Anny hand to MediaPipe's
+    landmarks (said once on ``log``); it needs ``detector: mediapipe``. Otherwise the regressor
+    named by ``checkpoint``, run by ``engine``, in the hand mesh pipeline.
 
     Returns:
-        The pipeline and its mesh model (MANO for a network checkpoint).
+        The pipeline and its mesh model (Anny hand, or MANO for a network checkpoint).
 
     Raises:
-        ParameterError: when ``checkpoint`` is not set, or the model or engine cannot be loaded
-            as the parameters say.
+        ParameterError: when the model or engine cannot be loaded as the parameters say, or
+            the landmark fit is asked to run without MediaPipe's landmarks.
 
     """
     if not params["checkpoint"]:
-        raise ParameterError(
-            "parameter 'checkpoint' is not set: point it at hamer.ckpt (or its _DATA folder) "
-            "or a student checkpoint, e.g. --param checkpoint=/path/_DATA"
+        if params["detector"] != "mediapipe":
+            raise ParameterError(
+                f"detector {params['detector']!r} gives no hand landmarks, and without "
+                "'checkpoint' hands are MediaPipe landmarks fitted with the Anny hand model: "
+                "use detector:=mediapipe, or set checkpoint to hamer.ckpt (or its _DATA "
+                "folder) or a student checkpoint"
+            )
+        from fasthmr_ros.pipeline.landmark_hand_pipeline import (
+            LANDMARK_FIT_NOTICE,
+            LandmarkHandPipeline,
         )
+
+        if log is not None:
+            log.info(LANDMARK_FIT_NOTICE)
+        pipeline = LandmarkHandPipeline()
+        return pipeline, pipeline.info
     from fasthmr_ros import load_hand_regressor
     from fasthmr_ros.engines.base import EngineError, create_engine
     from fasthmr_ros.pipeline.hand_pipeline import HandMeshPipeline
@@ -86,6 +104,6 @@ def build_pipeline(params: ParameterSet) -> tuple[HandPipeline, MeshModelInfo]:
 
 def create_hand_node(transport: Transport, params: ParameterSet) -> HandMeshNode:
     """Build the model, pipeline and detector and return the (not yet started) node."""
-    pipeline, model = build_pipeline(params)
+    pipeline, model = build_pipeline(params, transport.logger)
     detector = build_detector(params, transport.logger)
     return HandMeshNode(transport, params, pipeline, model, detector)

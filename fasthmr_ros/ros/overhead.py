@@ -78,6 +78,7 @@ def measure_node_overhead(
     image: np.ndarray | None = None,
     domain_id: int | None = None,
     progress: Callable[[int], None] | None = None,
+    landmark_fit: bool = False,
 ) -> dict[str, Any]:
     """Run ``frames`` frames through the node over DDS and summarise its per-frame cost.
 
@@ -91,6 +92,9 @@ def measure_node_overhead(
         image: the RGB frame to send (a gradient when omitted).
         domain_id: DDS domain (``ROS_DOMAIN_ID`` when omitted).
         progress: called with the number of frames done.
+        landmark_fit: measure the default path instead (no checkpoint: Anny hands fitted to
+            MediaPipe landmarks, 1609 vertices per hand) on the rendered sample image, with
+            the two hands MediaPipe finds there as the fixed boxes.
 
     Returns:
         Median milliseconds per stage, the overhead (decode + convert + serialize + publish)
@@ -99,17 +103,31 @@ def measure_node_overhead(
 
     """
     with tempfile.TemporaryDirectory() as scratch:
-        if checkpoint is None:
+        boxes = None
+        if landmark_fit:
+            from fasthmr_ros.pipeline.mediapipe_detector import MediaPipeHandDetector
+            from fasthmr_ros.pipeline.sample_image import render_sample_hands
+
+            checkpoint, detector_name = "", "mediapipe"
+            if image is None:
+                image = render_sample_hands(width, height)[:, :, ::-1].copy()
+            with MediaPipeHandDetector(max_hands=2) as detector:
+                boxes = detector.detect(image)
+        elif checkpoint is None:
             from fasthmr_ros.models.test_assets import write_test_assets
 
             checkpoint = str(write_test_assets(Path(scratch)).checkpoint)
+        if not landmark_fit:
+            detector_name = "full_frame"
         params = ParameterSet()
         # The boxes come from FixedBoxes below (no detector model is loaded or timed).
-        params.initialize({"checkpoint": checkpoint, "detector": "full_frame",
+        params.initialize({"checkpoint": checkpoint, "detector": detector_name,
                            **(overrides or {})})
         pipeline, model = build_pipeline(params)
         rgb = image if image is not None else _gradient(width, height)
         height, width = rgb.shape[:2]
+        if boxes is None:
+            boxes = two_hand_boxes(width, height)
         node_transport = DdsTransport("hand_mesh_node", domain_id=domain_id)
         peer = DdsTransport("overhead_camera", domain_id=domain_id)
         root = str(Path(__file__).resolve().parents[2])
@@ -121,7 +139,7 @@ def measure_node_overhead(
         )
         try:
             node = HandMeshNode(node_transport, params, pipeline, model,
-                                FixedBoxes(two_hand_boxes(width, height)))
+                                FixedBoxes(boxes))
             node.start()
             camera = CameraPublisher(peer, reliable=True)
             camera.wait_for_subscribers(10.0)
@@ -161,7 +179,8 @@ def measure_node_overhead(
     return {
         "frames": len(rows),
         "image": f"{width}x{height}",
-        "hands": 2,
+        "hands": len(boxes),
+        "model": model.name,
         "decode_ms": median_ms([t.decode for t in rows]),
         "convert_ms": median_ms([t.convert for t in rows]),
         "serialize_ms": median_ms([t.serialize for t in rows]),

