@@ -46,53 +46,69 @@ ARGUMENTS = (
 )
 
 
-def _hand_mesh_node(context, *args, **kwargs) -> list:
-    """The node, with the model arguments that were given as parameter overrides."""
+def mesh_node(executable: str, parameter_arguments) -> OpaqueFunction:
+    """The mesh node ``executable`` (also its name), with given model arguments as overrides.
+
+    Shared with body.launch.py (which loads this file): one node description for both nodes.
+    """
+    def create(context, *args, **kwargs) -> list:
+        arg = LaunchConfiguration
+        overrides = {}
+        for name, _ in parameter_arguments:
+            value = arg(name).perform(context)
+            if value:
+                overrides[name] = ParameterValue(value, value_type=str)
+        return [
+            Node(
+                package=PACKAGE,
+                executable=executable,
+                name=executable,
+                namespace=arg("namespace"),
+                parameters=[
+                    arg("params_file"),
+                    # One dict, never empty: given model arguments override the file.
+                    {**overrides,
+                     "use_sim_time": ParameterValue(arg("use_sim_time"), value_type=bool),
+                     "lifecycle": ParameterValue(arg("lifecycle"), value_type=bool)},
+                ],
+                remappings=[("image", arg("image_topic")),
+                            ("camera_info", arg("camera_info_topic"))],
+                output="screen",
+            )
+        ]
+
+    return OpaqueFunction(function=create)
+
+
+def rviz_node(config) -> Node:
+    """RViz with the configuration ``config`` when ``use_rviz`` is true."""
     arg = LaunchConfiguration
-    overrides = {}
-    for name, _ in PARAMETER_ARGUMENTS:
-        value = arg(name).perform(context)
-        if value:
-            overrides[name] = ParameterValue(value, value_type=str)
+    return Node(
+        package="rviz2",
+        executable="rviz2",
+        name="rviz2",
+        arguments=["-d", config],
+        parameters=[{"use_sim_time": ParameterValue(arg("use_sim_time"), value_type=bool)}],
+        condition=IfCondition(arg("use_rviz")),
+        output="log",
+    )
+
+
+def declare_arguments(arguments, defaults: dict) -> list:
+    """One DeclareLaunchArgument per ``(name, default, description)``."""
     return [
-        Node(
-            package=PACKAGE,
-            executable="hand_mesh_node",
-            name="hand_mesh_node",
-            namespace=arg("namespace"),
-            parameters=[
-                arg("params_file"),
-                # One dict, never empty: given model arguments override the file.
-                {**overrides,
-                 "use_sim_time": ParameterValue(arg("use_sim_time"), value_type=bool),
-                 "lifecycle": ParameterValue(arg("lifecycle"), value_type=bool)},
-            ],
-            remappings=[("image", arg("image_topic")),
-                        ("camera_info", arg("camera_info_topic"))],
-            output="screen",
-        )
+        DeclareLaunchArgument(name, default_value=defaults.get(name, default),
+                              description=description)
+        for name, default, description in arguments
     ]
 
 
 def generate_launch_description() -> LaunchDescription:
     """Declare the arguments, the node and RViz."""
     share = FindPackageShare(PACKAGE)
-    arg = LaunchConfiguration
-    rviz = Node(
-        package="rviz2",
-        executable="rviz2",
-        name="rviz2",
-        arguments=["-d", PathJoinSubstitution([share, "config", "hands.rviz"])],
-        parameters=[{"use_sim_time": ParameterValue(arg("use_sim_time"), value_type=bool)}],
-        condition=IfCondition(arg("use_rviz")),
-        output="log",
-    )
     defaults = {"params_file": PathJoinSubstitution([share, "config", "hands.yaml"])}
     return LaunchDescription(
-        [
-            DeclareLaunchArgument(name, default_value=defaults.get(name, default),
-                                  description=description)
-            for name, default, description in ARGUMENTS
-        ]
-        + [OpaqueFunction(function=_hand_mesh_node), rviz]
+        declare_arguments(ARGUMENTS, defaults)
+        + [mesh_node(executable="hand_mesh_node", parameter_arguments=PARAMETER_ARGUMENTS),
+           rviz_node(PathJoinSubstitution([share, "config", "hands.rviz"]))]
     )

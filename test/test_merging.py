@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
+from fasthmr_ros.models.decoder_head import HeadConfig
 from fasthmr_ros.models.layer_merging import MERGED_TENSORS, merge_tensors, sliding_window_search
 from fasthmr_ros.models.mano import ManoLayer
 from fasthmr_ros.models.mano_files import load_mano_file, write_synthetic_mano
-from fasthmr_ros.models.decoder_head import HeadConfig
 from fasthmr_ros.models.merge_plan import (
     PLAN_FORMAT,
     MergePlanError,

@@ -93,10 +93,13 @@ def test_cmake_installs_the_node_launch_and_config():
         'DESTINATION "${PYTHON_INSTALL_DIR}')
     # The Python install comes after rosidl_generate_interfaces so our __init__.py wins.
     assert cmake.index("rosidl_generate_interfaces(") < cmake.index("PYTHON_INSTALL_DIR")
-    script = ROOT / "scripts" / "hand_mesh_node"
-    assert os.access(script, os.X_OK)
-    assert script.read_text().startswith("#!/usr/bin/env python3")
-    assert "fasthmr_ros.ros.rclpy_transport import main" in script.read_text()
+    assert "install(PROGRAMS scripts/body_mesh_node DESTINATION lib/${PROJECT_NAME})" in cmake
+    for name in ("hand_mesh_node", "body_mesh_node"):
+        script = ROOT / "scripts" / name
+        assert os.access(script, os.X_OK)
+        assert script.read_text().startswith("#!/usr/bin/env python3")
+        assert "fasthmr_ros.ros.rclpy_transport import main" in script.read_text()
+    assert 'kind="bodies"' in (ROOT / "scripts" / "body_mesh_node").read_text()
 
 
 def _launch_tree() -> ast.Module:

@@ -20,6 +20,7 @@ from fasthmr_ros.ros.names import (
     parse_remap,
 )
 from fasthmr_ros.ros.parameters import (
+    BODY_NODE_PARAMETERS,
     HAND_NODE_PARAMETERS,
     ParameterError,
     ParameterSet,
@@ -138,9 +139,13 @@ def test_parameter_file_errors(tmp_path):
         load_parameter_file(broken, "/n")
 
 
-def test_shipped_config_declares_every_parameter_with_its_default():
-    values = load_parameter_file(ROOT / "config" / "hands.yaml", "/any/ns/hand_mesh_node")
-    specs = {s.name: s for s in HAND_NODE_PARAMETERS}
+@pytest.mark.parametrize(("config", "node", "declared"), [
+    ("hands.yaml", "hand_mesh_node", HAND_NODE_PARAMETERS),
+    ("bodies.yaml", "body_mesh_node", BODY_NODE_PARAMETERS),
+])
+def test_shipped_config_declares_every_parameter_with_its_default(config, node, declared):
+    values = load_parameter_file(ROOT / "config" / config, f"/any/ns/{node}")
+    specs = {s.name: s for s in declared}
     assert set(values) == set(specs)
     for name, value in values.items():
         assert specs[name].validate(value) == specs[name].validate(specs[name].default), name

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     # run
     "hands",
+    "bodies",
     "node",
     "publish_images",
     "bag",

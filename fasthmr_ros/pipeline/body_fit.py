@@ -16,8 +16,9 @@ The permissive default :class:`~fasthmr_ros.pipeline.body_estimator.BodyEstimato
    ``max_wrist_deg`` from the forearm. Fingers and toes keep their rest pose (fingers from the
    hand fit are not attached yet).
 3. **Placement.** The fitted body's landmark points and the 33 image landmarks give a
-   perspective-n-point solve with the real intrinsics (OpenCV's iterative solver from a
-   similar-triangles start), so the body is placed metrically in the camera optical frame.
+   perspective-n-point solve with the real intrinsics (OpenCV's iterative solver, started from
+   the closed-form translation of :func:`~fasthmr_ros.pipeline.camera.solve_translation`), so
+   the body is placed metrically in the camera optical frame.
 
 Each result reports ``extras[FIT_RESIDUAL_M]`` (mean distance in metres between the fitted
 body's landmark points and the world landmarks, hip centres aligned, before placement) and
@@ -42,7 +43,7 @@ from scipy.spatial.transform import Rotation
 from fasthmr_ros.models.anny_body import AnnyBodyModel
 from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.pipeline.body_estimator import PERSON_INDEX
-from fasthmr_ros.pipeline.camera import project_points
+from fasthmr_ros.pipeline.camera import project_points, solve_translation
 from fasthmr_ros.pipeline.results import (
     FIT_RESIDUAL_M,
     FIT_RESIDUAL_PX,
@@ -420,15 +421,12 @@ class LandmarkBodyFitter:
         self, points: np.ndarray, image: np.ndarray, camera: CameraIntrinsics
     ) -> tuple[np.ndarray, np.ndarray]:
         """Rotation and translation putting ``points`` where ``image`` sees them."""
-        spread_3d = float(np.linalg.norm(points - points.mean(axis=0), axis=1).mean())
-        spread_2d = float(np.linalg.norm(image - image.mean(axis=0), axis=1).mean())
-        if not spread_2d > 1.0:
+        if not float(np.ptp(image, axis=0).max()) > 1.0:
             raise LandmarkFitError("image landmarks collapse to a point")
-        depth = 0.5 * (camera.fx + camera.fy) * spread_3d / spread_2d
-        centre = image.mean(axis=0)
-        guess = np.array([(centre[0] - camera.cx) / camera.fx * depth,
-                          (centre[1] - camera.cy) / camera.fy * depth, depth])
-        guess -= points.mean(axis=0)
+        try:  # the closed-form translation (no rotation) starts the full PnP solve
+            guess = solve_translation(points, image, camera)
+        except ValueError as exc:
+            raise LandmarkFitError(f"the camera placement failed: {exc}") from None
         rvec, tvec = np.zeros((3, 1)), guess.reshape(3, 1)
         ok, rvec, tvec = cv2.solvePnP(
             points.astype(np.float64), image.astype(np.float64), camera.matrix(), None,

@@ -1,4 +1,4 @@
-"""Draw hand meshes, keypoints and skeletons onto BGR images with OpenCV.
+"""Draw hand and body meshes, keypoints and skeletons onto BGR images with OpenCV.
 
 Meshes are drawn with the painter's algorithm (far triangles first) and two-sided Lambert
 shading from a light at the camera, so no OpenGL is needed; good enough to check a result by
@@ -15,13 +15,15 @@ import numpy as np
 from fasthmr_ros.models.constants import HAND_SKELETON
 from fasthmr_ros.pipeline.camera import project_points
 from fasthmr_ros.pipeline.hand_pipeline import faces_for_side
-from fasthmr_ros.pipeline.results import RIGHT, CameraIntrinsics, HandResult
+from fasthmr_ros.pipeline.results import RIGHT, BodyResult, CameraIntrinsics, HandResult
 
 #: BGR base colours per side.
 SIDE_COLORS: dict[str, tuple[int, int, int]] = {
     "right": (230, 160, 60),  # blue-ish
     "left": (70, 170, 240),  # orange-ish
 }
+#: BGR base colour of bodies.
+BODY_COLOR: tuple[int, int, int] = (115, 205, 90)
 _AMBIENT = 0.3
 # Fixed-point subpixel precision for cv2 drawing calls.
 _SHIFT = 4
@@ -85,12 +87,13 @@ def draw_skeleton(
     keypoints_2d: np.ndarray,
     color: tuple[int, int, int],
     radius: int = 3,
+    bones: Sequence[tuple[int, int]] = HAND_SKELETON,
 ) -> np.ndarray:
-    """Draw 21 keypoints (OpenPose hand order) and their bones in place."""
+    """Draw keypoints and their ``bones`` (default: the 21-joint OpenPose hand) in place."""
     kp = np.asarray(keypoints_2d, dtype=np.float64)
     finite = (np.abs(kp) < _MAX_COORD).all(axis=1)  # False for NaN too
     pts = _fixed(np.where(finite[:, None], kp, 0.0))
-    for parent, child in HAND_SKELETON:
+    for parent, child in bones:
         if finite[parent] and finite[child]:
             cv2.line(image_bgr, tuple(pts[parent]), tuple(pts[child]), color, 2, cv2.LINE_AA,
                      _SHIFT)
@@ -137,4 +140,34 @@ def draw_hands(
             label = f"{hand.side} {hand.score:.2f}"
             org = (int(hand.box[0]), max(12, int(hand.box[1]) - 4))
             cv2.putText(out, label, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1, cv2.LINE_AA)
+    return out
+
+
+def draw_bodies(
+    image_bgr: np.ndarray,
+    bodies: Sequence[BodyResult],
+    faces: np.ndarray,
+    bones: Sequence[tuple[int, int]],
+    intrinsics: CameraIntrinsics,
+    wireframe: bool = False,
+    draw_boxes: bool = True,
+) -> np.ndarray:
+    """Return a copy of ``image_bgr`` with every body's mesh, skeleton and box drawn.
+
+    ``faces`` and ``bones`` are the body model's (:class:`MeshModelInfo` ``faces`` and
+    ``bones``); ``intrinsics`` the camera the results were computed with.
+    """
+    out = np.ascontiguousarray(image_bgr).copy()
+    for body in sorted(bodies, key=lambda b: -float(np.mean(b.vertices[:, 2]))):
+        draw_mesh(out, body.vertices, faces, intrinsics, BODY_COLOR, wireframe=wireframe)
+    for body in bodies:
+        draw_skeleton(out, body.keypoints_2d, BODY_COLOR, radius=2, bones=bones)
+        if draw_boxes:
+            box = np.clip(np.asarray(body.box, dtype=np.float64), -_MAX_COORD, _MAX_COORD)
+            x1, y1, x2, y2 = (int(v) for v in _fixed(box))
+            cv2.rectangle(out, (x1, y1), (x2, y2), BODY_COLOR, 1, cv2.LINE_AA, _SHIFT)
+            label = f"body {body.track_id if body.track_id is not None else ''} {body.score:.2f}"
+            org = (int(body.box[0]), max(12, int(body.box[1]) - 4))
+            cv2.putText(out, label, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45, BODY_COLOR, 1,
+                        cv2.LINE_AA)
     return out

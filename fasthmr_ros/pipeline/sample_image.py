@@ -1,8 +1,13 @@
-"""Sample inputs for first runs without a camera: a drawn hand, and rendered Anny hands."""
+"""Sample inputs for first runs without a camera, and tests.
+
+A drawn hand, rendered Anny hands and rendered Anny people (CC0 assets, not photographs).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -50,6 +55,64 @@ def _capsule(image: np.ndarray, a: tuple[float, float], b: tuple[float, float], 
     cv2.line(image, pa, pb, SKIN_BGR, int(round(2 * r)), cv2.LINE_AA)
     for p in (pa, pb):
         cv2.circle(image, p, int(round(r)), SKIN_BGR, -1, cv2.LINE_AA)
+
+
+#: Pose of the rendered people: (bone, rotation vector relative to its parent, radians).
+_SAMPLE_POSES: tuple[tuple[tuple[str, tuple[float, float, float]], ...], ...] = (
+    (("upperarm01.L", (0.0, 0.0, -0.5)), ("upperarm01.R", (0.0, 0.0, 0.5)),
+     ("lowerarm01.L", (0.0, -0.6, 0.0)), ("upperleg01.R", (0.2, 0.0, 0.0))),
+    (("upperarm01.L", (0.0, 0.0, -0.5)), ("upperarm01.R", (0.0, 0.0, 0.5)),
+     ("lowerarm01.R", (0.0, 0.6, 0.0)), ("upperleg01.L", (0.2, 0.0, 0.0))),
+)
+
+
+def pose_rotations(model: Any, local: dict[str, np.ndarray], root: np.ndarray) -> np.ndarray:
+    """Per-bone rotations of an :class:`AnnyBodyModel` from rotations relative to the parent.
+
+    ``local`` maps bone names to ``(3, 3)`` rotations relative to the parent bone; ``root`` is
+    the root's rotation. Bones not named move rigidly with their parent.
+    """
+    rotations = np.empty((model.num_bones, 3, 3))
+    for k, parent in enumerate(model.parents):
+        own = root if parent < 0 else local.get(model.info.joint_names[k], np.eye(3))
+        rotations[k] = own if parent < 0 else rotations[parent] @ own
+    return rotations
+
+
+def render_people(
+    model: Any,
+    intrinsics: Any,
+    placements: Sequence[tuple[tuple[float, float, float], float]] = (
+        ((-0.7, 0.1, 3.2), 0.3), ((0.8, 0.1, 3.6), -0.3)),
+    size: tuple[int, int] = (640, 480),
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Render Anny bodies (CC0 assets) standing in a room, as a BGR image.
+
+    A rendered (not photographed) scene for first runs and tests: MediaPipe Pose finds these
+    people. ``placements`` gives each person's pelvis position in the camera optical frame
+    (metres) and turn about the vertical axis (radians); ``model`` is an
+    :class:`~fasthmr_ros.models.anny_body.AnnyBodyModel`. Returns the image and each person's
+    true joints ``(B, 3)`` (camera frame, metres).
+    """
+    from scipy.spatial.transform import Rotation
+
+    from fasthmr_ros.pipeline.overlay import draw_mesh
+
+    width, height = size
+    image = np.empty((height, width, 3), np.uint8)
+    image[:] = (200, 190, 170)
+    image[int(0.62 * height):] = (120, 130, 140)
+    truths = []
+    for index, (position, turn) in enumerate(placements):
+        pose = _SAMPLE_POSES[index % len(_SAMPLE_POSES)]
+        local = {name: Rotation.from_rotvec(rv).as_matrix() for name, rv in pose}
+        rotations = pose_rotations(model, local, Rotation.from_rotvec([0.0, turn, 0.0])
+                                   .as_matrix())
+        translation = np.asarray(position, dtype=np.float64) - model.rest_heads[0]
+        vertices, joints = model.skin(rotations, 1.0, translation)
+        draw_mesh(image, vertices, model.info.faces, intrinsics, (120, 160, 215), alpha=1.0)
+        truths.append(joints)
+    return image, truths
 
 
 #: Camera of :func:`render_sample_hands` for a 640x480 image (pixels); scaled with the size.

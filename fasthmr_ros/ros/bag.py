@@ -1,6 +1,7 @@
-"""Run the hand mesh node over a rosbag2 recording and write its outputs to a new bag.
+"""Run the hand or body mesh node over a rosbag2 recording and write its outputs to a new bag.
 
-The node logic is exactly the live node's (:class:`~fasthmr_ros.ros.hand_node.HandMeshNode`);
+The node logic is exactly the live node's (:class:`~fasthmr_ros.ros.mesh_node.MeshNode`, in
+its hand or body configuration);
 only the transport differs: input messages are replayed from the bag in time order, and every
 publication is written at the bag time of the image it came from. Unlike the live node no
 frame is dropped: each image is processed once the messages recorded up to the next image
@@ -17,15 +18,17 @@ from typing import Any
 
 from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.ros import messages
-from fasthmr_ros.ros.hand_node import (
+from fasthmr_ros.ros.hand_node import HAND_NODE
+from fasthmr_ros.ros.image_codec import COMPRESSED_IMAGE, IMAGE
+from fasthmr_ros.ros.mesh_node import (
     CAMERA_INFO_TOPIC,
     COMPRESSED_SUFFIX,
     IMAGE_TOPIC,
-    HandDetector,
-    HandMeshNode,
-    HandPipeline,
+    BoxDetector,
+    MeshNode,
+    MeshPipeline,
+    NodeKind,
 )
-from fasthmr_ros.ros.image_codec import COMPRESSED_IMAGE, IMAGE
 from fasthmr_ros.ros.names import NameResolver
 from fasthmr_ros.ros.parameters import ParameterSet
 from fasthmr_ros.ros.qos import BEST_EFFORT, TRANSIENT_LOCAL, QosProfile
@@ -181,9 +184,9 @@ def process_bag(
     input_path: str | Path,
     output_path: str | Path,
     params: ParameterSet,
-    pipeline: HandPipeline,
+    pipeline: MeshPipeline,
     model: MeshModelInfo,
-    detector: HandDetector | None,
+    detector: BoxDetector | None,
     logger: Any,
     image_topic: str | None = None,
     camera_info_topic: str | None = None,
@@ -191,8 +194,9 @@ def process_bag(
     storage: str = "mcap",
     copy_inputs: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    kind: NodeKind = HAND_NODE,
 ) -> BagReport:
-    """Run the hand mesh node over ``input_path`` and write its outputs to ``output_path``.
+    """Run the mesh node over ``input_path`` and write its outputs to ``output_path``.
 
     Args:
         input_path: a rosbag2 folder, or a single ``.mcap`` / ``.db3`` file.
@@ -208,6 +212,7 @@ def process_bag(
         storage: ``mcap`` or ``sqlite3`` for folder outputs.
         copy_inputs: also copy the input topics the node reads into the output bag.
         progress: called with (messages done, messages total).
+        kind: the node configuration (hands by default; ``BODY_NODE`` for bodies).
 
     """
     from rosbags.rosbag2 import Reader
@@ -229,14 +234,14 @@ def process_bag(
             camera_info_topic = base.rsplit("/", 1)[0] + "/camera_info"
         rules = [f"{IMAGE_TOPIC}:={base}", f"{CAMERA_INFO_TOPIC}:={camera_info_topic}",
                  *remaps]
-        resolver = NameResolver.from_rules("hand_mesh_node", "/", rules)
+        resolver = NameResolver.from_rules(kind.node_name, "/", rules)
         writer, folder = _open_writer(output_path, storage)
         images = 0
         try:
             with writer:
                 transport = BagTransport(writer, resolver, logger)
-                node = HandMeshNode(transport, params, pipeline, model, detector,
-                                    clock=lambda: transport.now * 1e-9)
+                node = MeshNode(transport, params, kind, pipeline, model, detector,
+                                clock=lambda: transport.now * 1e-9)
                 if params["use_camera_info"] and camera_info_topic not in topics:
                     logger.warning(f"the bag has no {camera_info_topic}: using the default "
                                    "focal length (set --camera-info-topic)")

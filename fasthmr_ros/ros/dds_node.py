@@ -1,4 +1,4 @@
-"""Run the hand mesh node on the plain DDS transport (no ROS install needed)."""
+"""Run the hand or body mesh node on the plain DDS transport (no ROS install needed)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from typing import Any
 
 from fasthmr_ros.ros.dds import DdsTransport
 from fasthmr_ros.ros.hand_node import NODE_NAME
-from fasthmr_ros.ros.hand_setup import create_hand_node
 from fasthmr_ros.ros.names import NameResolver
+from fasthmr_ros.ros.node_configurations import node_configuration
 from fasthmr_ros.ros.parameters import (
     HAND_NODE_PARAMETERS,
     ParameterError,
     ParameterSet,
+    ParameterSpec,
     load_parameter_file,
     parse_override,
 )
@@ -31,6 +32,7 @@ def resolve_parameters(
     params_files: Iterable[str | Path] = (),
     overrides: Iterable[str] = (),
     logger: Any = log,
+    specs: Iterable[ParameterSpec] = HAND_NODE_PARAMETERS,
 ) -> ParameterSet:
     """Combine defaults, parameter files and ``NAME=VALUE`` overrides, in that order.
 
@@ -41,7 +43,7 @@ def resolve_parameters(
         ParameterError: for an invalid file, value or override.
 
     """
-    params = ParameterSet(HAND_NODE_PARAMETERS)
+    params = ParameterSet(specs)
     values: dict[str, Any] = {}
     for path in params_files:
         for name, value in load_parameter_file(path, fully_qualified_node_name).items():
@@ -67,15 +69,34 @@ def run_hand_node(
     stop: threading.Event | None = None,
     install_signal_handlers: bool = True,
 ) -> Mapping[str, Any]:
-    """Run the hand mesh node over DDS until ``stop`` is set, a signal arrives or time is up.
+    """Run the hand mesh node over DDS (see :func:`run_node`)."""
+    return run_node("hands", params_files, overrides, remaps, node_name, namespace,
+                    duration_s, stop, install_signal_handlers)
+
+
+def run_node(
+    kind: str,
+    params_files: Iterable[str | Path] = (),
+    overrides: Iterable[str] = (),
+    remaps: Iterable[str] = (),
+    node_name: str | None = None,
+    namespace: str = "/",
+    duration_s: float | None = None,
+    stop: threading.Event | None = None,
+    install_signal_handlers: bool = True,
+) -> Mapping[str, Any]:
+    """Run node ``kind`` (hands, bodies) over DDS until ``stop``, a signal or time is up.
 
     Returns:
         The final statistics (frames received, processed, dropped, rejected).
 
     """
+    configuration = node_configuration(kind)
+    node_name = node_name or configuration.node_name
     remaps = list(remaps)
     resolver = NameResolver.from_rules(node_name, namespace, remaps)
-    params = resolve_parameters(resolver.fully_qualified_node_name, params_files, overrides)
+    params = resolve_parameters(resolver.fully_qualified_node_name, params_files, overrides,
+                                specs=configuration.parameters)
     if params["lifecycle"]:
         raise ParameterError("parameter 'lifecycle' needs the rclpy transport (lifecycle "
                              "services are rclpy's): run with --transport rclpy")
@@ -87,7 +108,7 @@ def run_hand_node(
                 if previous is not None:  # None: a handler Python did not install
                     cleanup.callback(signal.signal, sig, previous)
         transport = cleanup.enter_context(DdsTransport(node_name, namespace, remaps))
-        node = create_hand_node(transport, params)
+        node = configuration.create(transport, params)
         node.start()
         transport.logger.info(
             f"running on DDS domain {transport.domain_id} as "

@@ -1,51 +1,22 @@
-"""The hand mesh node, independent of the transport that carries its messages.
+"""The hand mesh node: the mesh node core in its hand configuration.
 
-Subscriptions (relative to the node's namespace):
-    ``image`` (``sensor_msgs/Image``) or ``image/compressed`` (``CompressedImage``; remaps of
-    ``image`` apply to it, as with ``image_transport``),
-    ``camera_info`` (optional), ``hand_detections`` (``detector: external`` only).
-Publications:
-    ``hands`` (``HandMeshArray``), ``hands/markers`` (``MarkerArray``), ``hands/topology``
-    (``MeshTopology``, transient local), ``hands/debug_image`` (optional), ``/tf`` (optional),
-    ``/diagnostics``.
-
-Threading: subscription callbacks only decode headers and store the newest frame (the latest
-frame wins; replaced frames are counted as dropped); :meth:`HandMeshNode.spin_once`, called in
-a loop by the transport's runner, does the work.
+Subscriptions (relative to the node's namespace): ``image`` or ``image/compressed``,
+``camera_info`` (optional), ``hand_detections`` (``HandDetectionArray``, ``detector: external``
+only). Publications: ``hands`` (``HandMeshArray``), ``hands/markers``, ``hands/topology``
+(transient local), ``hands/debug_image`` (optional), ``/tf`` wrist frames (optional),
+``/diagnostics``. See :mod:`fasthmr_ros.ros.mesh_node` for everything the two nodes share.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
 from fasthmr_ros.models.mesh_model import MeshModelInfo
-from fasthmr_ros.pipeline.camera import resolve_intrinsics
 from fasthmr_ros.pipeline.overlay import draw_hands
-from fasthmr_ros.pipeline.results import CameraIntrinsics, HandBox, HandResult
-from fasthmr_ros.pipeline.smoothing import OneEuroParameters
-from fasthmr_ros.pipeline.temporal import HandStream
-from fasthmr_ros.pipeline.tracking import HandTracker
-from fasthmr_ros.ros import messages
-from fasthmr_ros.ros.camera_info import (
-    CAMERA_INFO,
-    CameraInfoError,
-    IntrinsicsByStamp,
-    intrinsics_from_camera_info,
-)
-from fasthmr_ros.ros.diagnostics import (
-    DIAGNOSTIC_ARRAY,
-    DIAGNOSTICS_TOPIC,
-    NodeStatistics,
-    diagnostic_array,
-)
+from fasthmr_ros.pipeline.results import CameraIntrinsics, HandResult
 from fasthmr_ros.ros.hand_messages import (
     HAND_DETECTION_ARRAY,
     HAND_MESH_ARRAY,
@@ -53,187 +24,66 @@ from fasthmr_ros.ros.hand_messages import (
     hand_ids,
     hand_mesh_array_message,
 )
-from fasthmr_ros.ros.image_codec import (
-    COMPRESSED_IMAGE,
-    IMAGE,
-    ImageDecodeError,
-    UnsupportedEncodingError,
-    decode_compressed_image,
-    decode_image,
-    encode_image,
+from fasthmr_ros.ros.mesh_node import (
+    MAX_WARNING_KEYS,
+    BoxDetector,
+    Frame,
+    FrameTimings,
+    LatestFrameSlot,
+    MeshNode,
+    MeshPipeline,
+    NodeKind,
+    StampPairing,
+    select_boxes,
 )
-from fasthmr_ros.ros.markers import MARKER_ARRAY, HandMarkerBuilder, PackedMarkerArray
-from fasthmr_ros.ros.mesh_messages import MESH_TOPOLOGY, topology_message
-from fasthmr_ros.ros.parameters import ParameterError, ParameterSet
-from fasthmr_ros.ros.qos import DEFAULT, LATCHED, SENSOR_DATA, TF, image_qos
-from fasthmr_ros.ros.tf_frames import TF_MESSAGE, TF_TOPIC, wrist_transforms
-from fasthmr_ros.ros.transport import RawPublisher, Transport
+from fasthmr_ros.ros.parameters import ParameterSet
+from fasthmr_ros.ros.tf_frames import wrist_transforms
+from fasthmr_ros.ros.transport import Transport
 
 #: Default node name (``ros2 run fasthmr_ros hand_mesh_node``).
 NODE_NAME = "hand_mesh_node"
 
-#: Topic names, relative to the node's namespace unless absolute.
-#: Distinct warning texts remembered for throttling and one-time warnings.
-MAX_WARNING_KEYS = 256
-
-IMAGE_TOPIC = "image"
-COMPRESSED_SUFFIX = "/compressed"
-CAMERA_INFO_TOPIC = "camera_info"
 DETECTIONS_TOPIC = "hand_detections"
 HANDS_TOPIC = "hands"
 MARKERS_TOPIC = "hands/markers"
 TOPOLOGY_TOPIC = "hands/topology"
 DEBUG_IMAGE_TOPIC = "hands/debug_image"
 
-
-class HandPipeline(Protocol):
-    """What the node needs from the hand mesh pipeline."""
-
-    def process(
-        self,
-        image_rgb: np.ndarray,
-        boxes: list[HandBox],
-        intrinsics: CameraIntrinsics | None = None,
-    ) -> list[HandResult]:
-        """Reconstruct the hands in ``boxes``."""
+#: What the hand node needs from its pipeline and detector (the core's protocols).
+HandPipeline = MeshPipeline
+HandDetector = BoxDetector
 
 
-class HandDetector(Protocol):
-    """A source of hand boxes (``fasthmr_ros.pipeline.box_sources``)."""
-
-    def detect(self, image_rgb: np.ndarray) -> list[HandBox]:
-        """Return the hands found in the image."""
-
-
-@dataclass
-class Frame:
-    """A received image waiting to be processed."""
-
-    message: Any
-    msgtype: str
-    received: float
-    detections: list[HandBox] | None = None
-
-    @property
-    def stamp_ns(self) -> int:
-        """Return the image stamp in nanoseconds."""
-        return messages.stamp_to_ns(self.message.header.stamp)
+def _draw(
+    bgr: np.ndarray, results: Sequence[HandResult], model: MeshModelInfo,
+    camera: CameraIntrinsics,
+) -> np.ndarray:
+    return draw_hands(bgr, results, model.faces, camera)
 
 
-@dataclass
-class FrameTimings:
-    """Seconds spent per stage of one frame."""
-
-    decode: float = 0.0
-    detect: float = 0.0
-    infer: float = 0.0
-    convert: float = 0.0
-    serialize: float = 0.0
-    publish: float = 0.0
-    #: CPU seconds of this thread in decode, convert, serialize and publish (unlike the wall
-    #: times above, not inflated when other processes take the CPU).
-    overhead_cpu: float = 0.0
-    sizes: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def overhead(self) -> float:
-        """Return the node's own cost: everything except detection and inference."""
-        return self.decode + self.convert + self.serialize + self.publish
+#: The hand configuration of the mesh node core.
+HAND_NODE = NodeKind(
+    name="hand",
+    node_name=NODE_NAME,
+    output=HANDS_TOPIC,
+    output_msgtype=HAND_MESH_ARRAY,
+    array_message=hand_mesh_array_message,
+    result_ids=hand_ids,
+    transforms=wrist_transforms,
+    draw=_draw,
+    max_parameter="max_hands",
+    detections_topic=DETECTIONS_TOPIC,
+    detections_msgtype=HAND_DETECTION_ARRAY,
+    parse_detections=boxes_from_detections,
+)
 
 
-class LatestFrameSlot:
-    """Holds at most one frame: a new frame replaces an unprocessed one (counted as dropped)."""
-
-    def __init__(self, on_drop: Callable[[], None] | None = None) -> None:
-        self._frame: Frame | None = None
-        self._cond = threading.Condition()
-        self._on_drop = on_drop
-        self._closed = False
-
-    def put(self, frame: Frame) -> bool:
-        """Store ``frame``; return whether an unprocessed frame was replaced."""
-        with self._cond:
-            replaced = self._frame is not None
-            self._frame = frame
-            self._cond.notify()
-        if replaced and self._on_drop is not None:
-            self._on_drop()
-        return replaced
-
-    def take(self, timeout: float | None = None) -> Frame | None:
-        """Return and clear the stored frame, waiting up to ``timeout`` seconds for one."""
-        with self._cond:
-            if self._frame is None and not self._closed:
-                self._cond.wait(timeout)
-            frame, self._frame = self._frame, None
-            return frame
-
-    def close(self) -> None:
-        """Wake up waiting takers for good."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
-class StampPairing:
-    """Pair images with the detections carrying the same stamp (exact time synchronisation).
-
-    Images still unpaired when ``capacity`` newer ones arrived are given up (``on_drop``).
-    """
-
-    def __init__(self, capacity: int = 16, on_drop: Callable[[], None] | None = None) -> None:
-        self._images: OrderedDict[int, Frame] = OrderedDict()
-        self._detections: OrderedDict[int, list[HandBox]] = OrderedDict()
-        self._capacity = capacity
-        self._on_drop = on_drop
-        self._lock = threading.Lock()
-
-    def add_image(self, frame: Frame) -> Frame | None:
-        """Add an image; return it with its detections when they already arrived."""
-        with self._lock:
-            boxes = self._detections.pop(frame.stamp_ns, None)
-            if boxes is None:
-                if self._store(self._images, frame.stamp_ns, frame) and self._on_drop:
-                    self._on_drop()
-                return None
-            frame.detections = boxes
-            return frame
-
-    def add_detections(self, stamp_ns: int, boxes: list[HandBox]) -> Frame | None:
-        """Add detections; return their image when it already arrived."""
-        with self._lock:
-            frame = self._images.pop(stamp_ns, None)
-            if frame is None:
-                self._store(self._detections, stamp_ns, boxes)
-                return None
-            frame.detections = boxes
-            return frame
-
-    def _store(self, table: OrderedDict, stamp_ns: int, item: Any) -> int:
-        """Add ``item``; return how many old entries were evicted."""
-        table[stamp_ns] = item
-        evicted = 0
-        while len(table) > self._capacity:
-            table.popitem(last=False)
-            evicted += 1
-        return evicted
-
-
-def select_boxes(
-    boxes: Sequence[HandBox], score_threshold: float, max_hands: int
-) -> list[HandBox]:
-    """Keep the ``max_hands`` highest-scoring boxes whose score reaches ``score_threshold``."""
-    kept = [b for b in boxes if b.score >= score_threshold]
-    kept.sort(key=lambda b: b.score, reverse=True)
-    return kept[:max_hands]
-
-
-class HandMeshNode:
-    """The hand mesh node's logic over any :class:`~fasthmr_ros.ros.transport.Transport`.
+class HandMeshNode(MeshNode):
+    """The mesh node core configured for hands (:data:`HAND_NODE`).
 
     Args:
         transport: publishers, subscriptions, logger and clock.
-        parameters: validated parameter values.
+        parameters: validated hand node parameters.
         pipeline: the hand mesh pipeline (image + boxes -> hand results).
         model: the pipeline's mesh model (``pipeline.info``): its topology is published and
             its triangles (right-hand winding) drawn in markers and debug images.
@@ -246,382 +96,18 @@ class HandMeshNode:
         self,
         transport: Transport,
         parameters: ParameterSet,
-        pipeline: HandPipeline,
+        pipeline: MeshPipeline,
         model: MeshModelInfo,
-        detector: HandDetector | None,
+        detector: BoxDetector | None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.transport = transport
-        self.params = parameters
-        self.pipeline = pipeline
-        if not isinstance(model, MeshModelInfo):
-            raise TypeError(f"model must be a MeshModelInfo (pipeline.info), got "
-                            f"{type(model).__name__}")
-        self.model = model
-        self.faces = model.faces
-        self.detector = detector
-        self.clock = clock
-        self.log = transport.logger
-        self.store = messages.typestore()
-        self.stats = NodeStatistics()
-        self.slot = LatestFrameSlot(on_drop=self.stats.dropped)
-        self.pairing = StampPairing(on_drop=self.stats.dropped)
-        self.intrinsics = IntrinsicsByStamp()
-        self.markers = HandMarkerBuilder(
-            self.faces,
-            lifetime_s=parameters["marker_lifetime"],
-            mesh=parameters["marker_mesh"],
-            store=self.store,
-        )
-        self.stream = HandStream(
-            tracking=parameters["tracking"],
-            smoothing=parameters["smoothing"],
-            tracker=HandTracker(max_misses=parameters["tracking_max_misses"]),
-            translation=OneEuroParameters(
-                min_cutoff=parameters["smoothing_translation_min_cutoff"],
-                beta=parameters["smoothing_translation_beta"],
-            ),
-            articulation=OneEuroParameters(
-                min_cutoff=parameters["smoothing_min_cutoff"], beta=parameters["smoothing_beta"]
-            ),
-        )
-        self.last_timings = FrameTimings()
-        self._warned: set[str] = set()
-        self._warned_at: dict[str, float] = {}
-        self._last_diagnostics = -float("inf")
-        self._publishers: dict[str, RawPublisher] = {}
-        self._lock = threading.Lock()
-        if parameters["detector"] == "external":
-            if detector is not None:
-                raise ValueError(
-                    "detector 'external' takes boxes from a topic: pass detector=None"
-                )
-        elif detector is None:
-            raise ValueError(f"detector {parameters['detector']!r} needs a detector object")
+        super().__init__(transport, parameters, HAND_NODE, pipeline, model, detector, clock)
 
-    # ------------------------------------------------------------------ set-up
-    def start(self) -> None:
-        """Create publishers and subscriptions and publish the mesh topology."""
-        t = self.transport
-        params = self.params
-        self._publishers = {
-            "hands": t.create_publisher(HANDS_TOPIC, HAND_MESH_ARRAY, DEFAULT),
-            "markers": t.create_publisher(MARKERS_TOPIC, MARKER_ARRAY, DEFAULT),
-            "topology": t.create_publisher(TOPOLOGY_TOPIC, MESH_TOPOLOGY, LATCHED),
-            "debug_image": t.create_publisher(DEBUG_IMAGE_TOPIC, IMAGE, SENSOR_DATA),
-            "tf": t.create_publisher(TF_TOPIC, TF_MESSAGE, TF),
-            "diagnostics": t.create_publisher(DIAGNOSTICS_TOPIC, DIAGNOSTIC_ARRAY, DEFAULT),
-        }
-        qos = image_qos(params["image_reliability"])
-        if params["image_transport"] == "compressed":
-            # As image_transport does: remaps apply to the base topic, "compressed" is appended.
-            t.create_subscription(t.resolve(IMAGE_TOPIC) + COMPRESSED_SUFFIX, COMPRESSED_IMAGE,
-                                  qos, self.on_compressed_image)
-        else:
-            t.create_subscription(IMAGE_TOPIC, IMAGE, qos, self.on_image)
-        if params["use_camera_info"]:
-            t.create_subscription(CAMERA_INFO_TOPIC, CAMERA_INFO, image_qos(
-                params["image_reliability"], depth=10), self.on_camera_info)
-        if params["detector"] == "external":
-            t.create_subscription(DETECTIONS_TOPIC, HAND_DETECTION_ARRAY, DEFAULT,
-                                  self.on_detections)
-        self.stats.start(self.clock())
-        self.publish_topology()
-        self.log.info(
-            f"hand mesh node ready: detector={params['detector']}, engine={params['engine']}, "
-            f"device={params['device']}, image transport={params['image_transport']}"
-        )
 
-    def publish_topology(self) -> None:
-        """Publish the mesh model's topology once (latched)."""
-        header = messages.make_header(self.transport.now_ns(), "", self.store)
-        msg = topology_message(self.model, header, self.store)
-        self._publishers["topology"].publish(messages.serialize(msg, MESH_TOPOLOGY, self.store))
-
-    # --------------------------------------------------------------- callbacks
-    def on_image(self, raw: bytes) -> None:
-        """Receive a ``sensor_msgs/Image``."""
-        self._receive(raw, IMAGE)
-
-    def on_compressed_image(self, raw: bytes) -> None:
-        """Receive a ``sensor_msgs/CompressedImage``."""
-        self._receive(raw, COMPRESSED_IMAGE)
-
-    def _receive(self, raw: bytes, msgtype: str) -> None:
-        now = self.clock()
-        try:
-            msg = messages.deserialize(raw, msgtype, self.store)
-        except Exception as exc:  # rosbags raises SerdeError and others for corrupt CDR
-            self._reject(f"skipped a {msgtype} that does not decode: {exc}")
-            return
-        self.stats.input(now)
-        frame = Frame(msg, msgtype, now)
-        if self.params["detector"] == "external":
-            paired = self.pairing.add_image(frame)
-            if paired is not None:
-                self.slot.put(paired)
-        else:
-            self.slot.put(frame)
-
-    def on_camera_info(self, raw: bytes) -> None:
-        """Receive a ``sensor_msgs/CameraInfo``; bad intrinsics are logged and skipped."""
-        try:
-            msg = messages.deserialize(raw, CAMERA_INFO, self.store)
-            intrinsics = intrinsics_from_camera_info(msg)
-        except CameraInfoError as exc:
-            self._reject(f"skipped a CameraInfo: {exc}")
-            return
-        except Exception as exc:
-            self._reject(f"skipped a CameraInfo that does not decode: {exc}")
-            return
-        with self._lock:
-            self.intrinsics.add(messages.stamp_to_ns(msg.header.stamp), intrinsics)
-
-    def on_detections(self, raw: bytes) -> None:
-        """Receive a ``HandDetectionArray`` from an external detector."""
-        try:
-            msg = messages.deserialize(raw, HAND_DETECTION_ARRAY, self.store)
-        except Exception as exc:
-            self._reject(f"skipped a HandDetectionArray that does not "
-                         f"decode: {exc}")
-            return
-        boxes, problems = boxes_from_detections(msg, self.store)
-        for problem in problems:
-            self._warn_throttled("detections", f"skipped an external {problem}")
-        paired = self.pairing.add_detections(messages.stamp_to_ns(msg.header.stamp), boxes)
-        if paired is not None:
-            self.slot.put(paired)
-
-    # ------------------------------------------------------------- processing
-    def spin_once(self, timeout: float = 0.1) -> bool:
-        """Process the newest frame if one arrives within ``timeout``.
-
-        Also publishes diagnostics when they are due.
-
-        Returns:
-            Whether a frame was processed and its outputs published (``False`` when none came
-            or it was malformed).
-
-        """
-        frame = self.slot.take(timeout)
-        processed = False
-        if frame is not None:
-            try:
-                processed = self.process_frame(frame) is not None
-            except Exception as exc:  # keep serving: one failing frame must not stop the node
-                self.stats.rejected()
-                self.log.error(f"failed to process the image stamped {frame.stamp_ns} ns: "
-                               f"{type(exc).__name__}: {exc}")
-        self._maybe_publish_diagnostics()
-        return processed
-
-    def process_frame(self, frame: Frame) -> FrameTimings | None:
-        """Run one frame through decode, detection, pipeline, conversion and publication.
-
-        Returns:
-            The stage timings, or ``None`` when the image was malformed and skipped.
-
-        """
-        timings = FrameTimings()
-        params = self.params
-        cpu0 = time.thread_time()
-        t0 = time.perf_counter()
-        try:
-            if frame.msgtype == COMPRESSED_IMAGE:
-                rgb = decode_compressed_image(frame.message)
-            else:
-                rgb = decode_image(frame.message)
-        except UnsupportedEncodingError as exc:
-            self.stats.rejected()
-            self._warn_once(f"encoding:{getattr(frame.message, 'encoding', '')}"
-                            f"{getattr(frame.message, 'format', '')}", f"skipping images: {exc}")
-            return None
-        except ImageDecodeError as exc:
-            self._reject(f"skipped an image: {exc}")
-            return None
-        t1 = time.perf_counter()
-        timings.decode = t1 - t0
-        timings.overhead_cpu = time.thread_time() - cpu0
-
-        if frame.detections is not None:
-            boxes = frame.detections
-        else:
-            assert self.detector is not None
-            boxes = self.detector.detect(rgb)
-        boxes = select_boxes(boxes, params["score_threshold"], params["max_hands"])
-        boxes, track_ids = self.stream.assign(boxes)
-        t2 = time.perf_counter()
-        timings.detect = t2 - t1
-
-        camera = resolve_intrinsics(
-            self._intrinsics_for(frame.stamp_ns, rgb.shape[1], rgb.shape[0]),
-            rgb.shape[1], rgb.shape[0],
-        )
-        results = self.pipeline.process(rgb, boxes, camera) if boxes else []
-        results = self.stream.finish(results, track_ids, frame.stamp_ns * 1e-9, camera)
-        if self.stream.dropped:
-            self._warn_throttled("non_finite", f"dropped {self.stream.dropped} hand(s) with "
-                                 "non-finite vertices or joints (check the model weights and "
-                                 "the engine precision)")
-        t3 = time.perf_counter()
-        timings.infer = t3 - t2
-
-        cpu2 = time.thread_time()
-        self._publish_outputs(frame, rgb, results, camera, timings)
-        timings.overhead_cpu += time.thread_time() - cpu2
-        done = self.clock()
-        self.stats.output(done, done - frame.received)
-        self.last_timings = timings
-        return timings
-
-    def _publish_outputs(
-        self,
-        frame: Frame,
-        rgb: np.ndarray,
-        results: list[HandResult],
-        camera: CameraIntrinsics,
-        timings: FrameTimings,
-    ) -> None:
-        header = frame.message.header
-        ids = hand_ids(results)
-        outgoing: list[tuple[str, Any, str]] = []
-
-        def add(key: str, build: Callable[[], Any], msgtype: str) -> None:
-            start = time.perf_counter()
-            msg = build()
-            timings.convert += time.perf_counter() - start
-            outgoing.append((key, msg, msgtype))
-
-        add("hands", lambda: hand_mesh_array_message(header, results, self.store,
-                                                     self.model.num_vertices), HAND_MESH_ARRAY)
-        if self.params["publish_markers"] and self._wanted("markers"):
-            add("markers", lambda: self.markers.build(header, results, ids), MARKER_ARRAY)
-        if self.params["publish_tf"] and results and self._wanted("tf"):
-            add("tf", lambda: wrist_transforms(header, results, ids, self.params["tf_prefix"],
-                                               self.store), TF_MESSAGE)
-        if self.params["publish_debug_image"] and self._wanted("debug_image"):
-            add("debug_image", lambda: self._debug_image(header, rgb, results, camera),
-                IMAGE)
-        for key, msg, msgtype in outgoing:
-            start = time.perf_counter()
-            if isinstance(msg, PackedMarkerArray):
-                raw = msg.serialize()
-            else:
-                raw = messages.serialize(msg, msgtype, self.store)
-            mid = time.perf_counter()
-            self._publishers[key].publish(raw)
-            timings.serialize += mid - start
-            timings.publish += time.perf_counter() - mid
-            timings.sizes[key] = len(raw)
-
-    def _debug_image(
-        self,
-        header: Any,
-        rgb: np.ndarray,
-        results: list[HandResult],
-        camera: CameraIntrinsics,
-    ) -> Any:
-        bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
-        drawn = draw_hands(bgr, results, self.faces, camera)
-        return encode_image(cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB), header, "rgb8", self.store)
-
-    def _wanted(self, key: str) -> bool:
-        return self._publishers[key].subscription_count() > 0
-
-    def _intrinsics_for(self, stamp_ns: int, width: int, height: int) -> CameraIntrinsics | None:
-        override = self.params["intrinsics"]
-        if any(override):
-            return CameraIntrinsics(*override)
-        if self.params["use_camera_info"]:
-            with self._lock:
-                try:
-                    intrinsics, exact = self.intrinsics.lookup(stamp_ns)
-                except LookupError:
-                    intrinsics, exact = None, None
-            if exact is False:
-                self._warn_once("camera_info_stamp", "no CameraInfo carries the image's stamp; "
-                                "using the newest CameraInfo (publish both with one stamp)")
-            if exact is None:
-                self._warn_once("camera_info_missing", "no CameraInfo received on camera_info "
-                                "yet: using the default focal length (set the intrinsics "
-                                "parameter or remap camera_info)")
-            elif intrinsics is None:
-                self._warn_once("camera_info_zero", "CameraInfo has an all-zero K (uncalibrated "
-                                "camera): using the default focal length")
-            return intrinsics
-        self._warn_once("no_intrinsics", f"no intrinsics: using the default focal length for "
-                        f"{width}x{height} images (set use_camera_info or intrinsics)")
-        return None
-
-    # ---------------------------------------------------------- diagnostics
-    def _maybe_publish_diagnostics(self) -> None:
-        now = self.clock()
-        if now - self._last_diagnostics < self.params["diagnostics_period"]:
-            return
-        self._last_diagnostics = now
-        self.publish_diagnostics()
-
-    def publish_diagnostics(self) -> None:
-        """Publish the node's status on ``/diagnostics``."""
-        snapshot = self.stats.snapshot(self.clock())
-        header = messages.make_header(self.transport.now_ns(), "", self.store)
-        msg = diagnostic_array(
-            header,
-            f"{self.transport.node_name}: hand mesh pipeline",
-            self.params["device"],
-            snapshot,
-            extra={"engine": self.params["engine"], "detector": self.params["detector"],
-                   "overhead_ms": f"{self.last_timings.overhead * 1e3:.2f}"},
-            store=self.store,
-        )
-        self._publishers["diagnostics"].publish(
-            messages.serialize(msg, DIAGNOSTIC_ARRAY, self.store)
-        )
-
-    # ------------------------------------------------------------ parameters
-    def set_parameters(self, values: dict[str, Any]) -> tuple[bool, str]:
-        """Apply run-time parameter changes; return ``(accepted, reason)``."""
-        try:
-            changed = self.params.update(values)
-        except ParameterError as exc:
-            return False, str(exc)
-        if "marker_lifetime" in changed:
-            self.markers.lifetime_s = changed["marker_lifetime"]
-        if "marker_mesh" in changed:
-            self.markers.mesh = changed["marker_mesh"]
-        if "smoothing" in changed:
-            self.stream.smoothing = changed["smoothing"]
-        if changed:
-            self.log.info("parameters changed: " + ", ".join(f"{k}={v!r}"
-                                                              for k, v in changed.items()))
-        return True, ""
-
-    def shutdown(self) -> None:
-        """Stop waiting for frames."""
-        self.slot.close()
-
-    # ---------------------------------------------------------------- logging
-    def _warn_once(self, key: str, text: str) -> None:
-        if key in self._warned or len(self._warned) > MAX_WARNING_KEYS:
-            return
-        self._warned.add(key)
-        self.log.warning(text)
-        if len(self._warned) > MAX_WARNING_KEYS:  # a stream of ever-new problems: stop here
-            self.log.warning(f"more than {MAX_WARNING_KEYS} distinct one-time warnings; "
-                             "further new ones are not logged")
-
-    def _warn_throttled(self, key: str, text: str, period_s: float = 5.0) -> None:
-        now = self.clock()
-        if now - self._warned_at.get(key, -float("inf")) >= period_s:
-            self._warned_at[key] = now
-            self.log.warning(text)
-            if len(self._warned_at) > MAX_WARNING_KEYS:
-                # Keys older than the period would log again anyway: forgetting them bounds
-                # the table (messages with ever-changing reasons would grow it forever).
-                self._warned_at = {k: t for k, t in self._warned_at.items()
-                                   if now - t < period_s}
-
-    def _reject(self, text: str) -> None:
-        """Count a skipped message and log why (the same reason at most every 5 s)."""
-        self.stats.rejected()
-        self._warn_throttled(text, text)
+#: The hand node's names, including the core's that its users import from here.
+__all__ = [
+    "DEBUG_IMAGE_TOPIC", "DETECTIONS_TOPIC", "HANDS_TOPIC", "HAND_NODE", "MARKERS_TOPIC",
+    "MAX_WARNING_KEYS", "NODE_NAME", "TOPOLOGY_TOPIC", "Frame", "FrameTimings",
+    "HandDetector", "HandMeshNode", "HandPipeline", "LatestFrameSlot", "StampPairing",
+    "select_boxes",
+]

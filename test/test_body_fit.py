@@ -1,0 +1,288 @@
+"""Landmark-fit bodies: the Anny body model, the analytic fit, person detection, the pipeline.
+
+The Anny body is built once per machine into the package cache (about a minute the first
+time, with nothing fetched); every test here uses that cached, compacted model.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from fasthmr_ros.pipeline.camera import project_points
+from fasthmr_ros.pipeline.results import (
+    FIT_RESIDUAL_M,
+    FIT_RESIDUAL_PX,
+    CameraIntrinsics,
+    PersonBox,
+)
+
+pytest.importorskip("safetensors")
+CAMERA = CameraIntrinsics(600.0, 600.0, 320.0, 240.0)
+DATA = Path("/work/shared/data/hands")
+
+
+@pytest.fixture(scope="module")
+def model():
+    from fasthmr_ros.models.anny_body import AnnyBodyModel
+
+    pytest.importorskip("anny")
+    return AnnyBodyModel.default()
+
+
+@pytest.fixture(scope="module")
+def fitter(model):
+    from fasthmr_ros.pipeline.body_fit import LandmarkBodyFitter
+
+    return LandmarkBodyFitter(model)
+
+
+def _synthetic_person(model, fitter, rng, scale=1.05):
+    """Landmarks of a randomly posed Anny body seen by CAMERA; the true joints."""
+    from fasthmr_ros.pipeline.sample_image import pose_rotations
+
+    bones = ["upperarm01.L", "upperarm01.R", "lowerarm01.L", "lowerarm01.R", "upperleg01.L",
+             "upperleg01.R", "lowerleg01.L", "lowerleg01.R", "spine03", "neck02"]
+    local = {name: Rotation.from_rotvec(rng.normal(0.0, 0.4, 3)).as_matrix() for name in bones}
+    rotations = pose_rotations(model, local, Rotation.from_rotvec(rng.normal(0, 0.3, 3))
+                               .as_matrix())
+    vertices, heads = model.skin(rotations, scale)
+    points = fitter._landmarks(vertices, heads)
+    points[np.isnan(points[:, 0])] = points[0]  # landmarks the body has no point for
+    hips = 0.5 * (points[23] + points[24])
+    camera_rotation = Rotation.from_rotvec([0.1, -0.3, 0.05]).as_matrix()
+    camera_shift = np.array([0.2, 0.1, 3.0])
+    image = project_points((points - hips) @ camera_rotation.T + camera_shift, CAMERA)
+    person = PersonBox(*image.min(axis=0), *image.max(axis=0), keypoints_2d=image,
+                       world_landmarks=points - hips, visibility=np.ones(33))
+    truth = (heads - hips) @ camera_rotation.T + camera_shift
+    return person, truth
+
+
+# ------------------------------------------------------------------ the model
+def test_anny_body_is_the_permissive_default_rig_and_skins_like_rest(model):
+    info = model.info
+    assert info.name == "anny_body" and info.kind == "body"
+    assert info.num_vertices == 13718 and info.faces.shape == (27420, 3)
+    assert info.num_joints == 104 and len(info.bones) == 103
+    assert "CC0" in info.licence
+    assert 1.5 < model.rest_height < 1.8
+    identity = np.tile(np.eye(3), (model.num_bones, 1, 1))
+    vertices, joints = model.skin(identity)
+    np.testing.assert_allclose(vertices, model.rest_vertices, atol=1e-6)
+    np.testing.assert_allclose(joints, model.rest_heads, atol=1e-9)
+    # Canonical frame: upright (head above feet in image y, which points down), facing -z.
+    head, foot = model.rest_heads[model.bone("head")], model.rest_heads[model.bone("foot.L")]
+    assert head[1] < foot[1] - 1.0
+    assert model.rest_heads[model.bone("eye.L")][2] < head[2]
+
+
+def test_own_skinning_matches_anny_forward(model):
+    """numpy LBS on the compacted rest assets equals Anny's own torch forward."""
+    torch = pytest.importorskip("torch")
+    anny = pytest.importorskip("anny")
+    from anny.models.model_data import ModelData
+
+    from fasthmr_ros.models.anny_body import CANONICAL_FROM_ANNY, model_data_path
+
+    data = ModelData.load_safetensors(str(model_data_path()))
+    reference = anny.Anny.from_model_data(data, skinning_method="lbs", bone_orientation="cached",
+                                          pose_parameterization="local-ref")
+    rng = np.random.default_rng(3)
+    pose = torch.eye(4, dtype=torch.float32).repeat(1, model.num_bones, 1, 1)
+    pose[0, 1:, :3, :3] = torch.from_numpy(
+        Rotation.from_rotvec(rng.normal(0, 0.3, (model.num_bones - 1, 3))).as_matrix())
+    with torch.inference_mode():
+        out = reference(pose_parameters=pose)
+    posed = out["bone_poses"][0].double().numpy()
+    rest = out["rest_bone_poses"][0].double().numpy()
+    c = CANONICAL_FROM_ANNY
+    rotations = np.einsum("ij,kjl,kml,nm->kin", c, posed[:, :3, :3], rest[:, :3, :3], c)
+    heads = posed[:, :3, 3] @ c.T
+    vertices, joints = model.skin(rotations, 1.0, translation=heads[0] - model.rest_heads[0])
+    np.testing.assert_allclose(joints, heads, atol=1e-5)
+    np.testing.assert_allclose(vertices, out["vertices"][0].double().numpy() @ c.T, atol=2e-5)
+
+
+def test_loading_the_model_touches_no_network(monkeypatch):
+    from fasthmr_ros.models.anny_body import AnnyBodyModel
+
+    pytest.importorskip("anny")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the Anny body tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    requests = pytest.importorskip("requests")
+    monkeypatch.setattr(requests.Session, "request", refuse)
+    AnnyBodyModel.default()
+
+
+@pytest.mark.slow
+def test_building_the_model_fetches_nothing(monkeypatch, tmp_path):
+    """The first-run build (about a minute) reads only the wheel's CC0 assets."""
+    pytest.importorskip("anny")
+    requests = pytest.importorskip("requests")
+    from fasthmr_ros.models.anny_body import build_body_assets, load_body_assets
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the Anny build tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(requests.Session, "request", refuse)
+    lines = []
+    path = build_body_assets(tmp_path, log=lines.append)
+    assets = load_body_assets(path)
+    assert assets.rest_vertices.shape == (13718, 3) and len(assets.bone_names) == 104
+    assert lines and "building" in lines[0]
+    assert not list(tmp_path.glob("anny/anny-build-*")), "the scratch Anny cache is removed"
+
+
+# -------------------------------------------------------------------- the fit
+def test_fit_recovers_a_synthetic_pose(model, fitter):
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        person, truth = _synthetic_person(model, fitter, rng)
+        result = fitter.fit(person, CAMERA)
+        assert result.model == "anny_body"
+        assert result.vertices.shape == (13718, 3) and result.joints.shape == (104, 3)
+        assert float(result.extras[FIT_RESIDUAL_M][0]) < 0.03
+        assert float(result.extras[FIT_RESIDUAL_PX][0]) < 3.0
+        assert abs(float(result.extras["height_m"][0]) - 1.05 * model.rest_height) < 0.03
+        error = np.linalg.norm(result.joints - truth, axis=1)
+        assert error.mean() < 0.05, error.mean()
+        np.testing.assert_allclose(result.keypoints_2d, project_points(result.joints, CAMERA),
+                                   atol=1e-3)
+        assert result.model_params.shape == (len(model.info.parameter_names),)
+        np.testing.assert_allclose(result.cam_t, result.joints[0])
+
+
+def test_malformed_landmarks_are_skipped_with_a_reason(model, fitter):
+    rng = np.random.default_rng(1)
+    good, _ = _synthetic_person(model, fitter, rng)
+    nan = PersonBox(*good.xyxy, keypoints_2d=good.keypoints_2d,
+                    world_landmarks=np.where(np.arange(33)[:, None] == 11, np.nan,
+                                             good.world_landmarks), visibility=good.visibility)
+    short = PersonBox(*good.xyxy, keypoints_2d=good.keypoints_2d[:20],
+                      world_landmarks=good.world_landmarks[:20])
+    flat = PersonBox(*good.xyxy, keypoints_2d=good.keypoints_2d,
+                     world_landmarks=np.zeros((33, 3)))
+    hidden = PersonBox(*good.xyxy, keypoints_2d=good.keypoints_2d,
+                       world_landmarks=good.world_landmarks, visibility=np.zeros(33))
+    external = PersonBox(*good.xyxy)
+    results = fitter.estimate(None, [nan, short, good, flat, hidden, external], CAMERA)
+    assert len(results) == 1 and int(results[0].extras["person_index"][0]) == 2
+    reasons = fitter.skipped
+    assert len(reasons) == 5
+    assert "NaN" in reasons[0] and "person 0" in reasons[0]
+    assert "33" in reasons[1]
+    assert "degenerate" in reasons[2]
+    assert "visibility" in reasons[3]
+    assert "no landmarks" in reasons[4]
+
+
+# ------------------------------------------------------- detection, pipeline
+@pytest.fixture(scope="module")
+def rendered(model):
+    import cv2
+
+    from fasthmr_ros.pipeline.sample_image import render_people
+
+    image, truths = render_people(model, CAMERA)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), truths
+
+
+def test_rendered_people_are_found_and_fitted_metrically(rendered, model):
+    pytest.importorskip("mediapipe")
+    from fasthmr_ros.pipeline.body_estimator import create_body_estimator
+    from fasthmr_ros.pipeline.body_pipeline import BodyPipeline
+    from fasthmr_ros.pipeline.person_detector import MediaPipePersonDetector
+
+    rgb, truths = rendered
+    with MediaPipePersonDetector() as detector:
+        pipeline = BodyPipeline(create_body_estimator("landmarks", model=model), detector)
+        bodies = pipeline.run(rgb, CAMERA)
+    assert len(bodies) == 2, pipeline.skipped
+    for truth in truths:
+        body = min(bodies, key=lambda b: np.linalg.norm(b.cam_t - truth[0]))
+        # Pelvis within 0.25 m (3.2-3.6 m away), height of the true body within 6 cm.
+        assert np.linalg.norm(body.cam_t - truth[0]) < 0.25
+        assert abs(float(body.extras["height_m"][0]) - model.rest_height) < 0.06
+        assert float(body.extras[FIT_RESIDUAL_PX][0]) < 12.0
+        assert body.track_id is None  # a still image
+
+
+def test_tracking_keeps_ids_over_frames(rendered, model):
+    pytest.importorskip("mediapipe")
+    from fasthmr_ros.pipeline.body_estimator import create_body_estimator
+    from fasthmr_ros.pipeline.body_pipeline import BodyPipeline
+    from fasthmr_ros.pipeline.person_detector import MediaPipePersonDetector
+
+    rgb, _ = rendered
+    with MediaPipePersonDetector() as detector:
+        pipeline = BodyPipeline(create_body_estimator("landmarks", model=model), detector)
+        frames = [pipeline.run(rgb, CAMERA, stamp=0.1 * k) for k in range(3)]
+    ids = [sorted(b.track_id for b in bodies) for bodies in frames]
+    assert ids[0] == ids[1] == ids[2] and len(ids[0]) == 2
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="the shared photographs are not on this machine")
+def test_two_people_in_the_shared_photo(model, caplog):
+    """test1.jpg shows two people (one seen from behind): both are found and fitted."""
+    import cv2
+
+    pytest.importorskip("mediapipe")
+    from fasthmr_ros.pipeline.body_estimator import create_body_estimator
+    from fasthmr_ros.pipeline.body_pipeline import BodyPipeline
+    from fasthmr_ros.pipeline.person_detector import MediaPipePersonDetector
+
+    caplog.set_level(logging.WARNING)
+    rgb = cv2.cvtColor(cv2.imread(str(DATA / "test1.jpg")), cv2.COLOR_BGR2RGB)
+    camera = CameraIntrinsics(rgb.shape[1], rgb.shape[1], rgb.shape[1] / 2, rgb.shape[0] / 2)
+    with MediaPipePersonDetector() as detector:
+        bodies = BodyPipeline(create_body_estimator("landmarks", model=model),
+                              detector).run(rgb, camera)
+    assert len(bodies) == 2
+    for body in bodies:
+        assert 0.3 < float(body.cam_t[2]) < 3.0
+        assert 1.0 < float(body.extras["height_m"][0]) < 2.1
+
+
+def test_bodies_command_writes_json_npz_and_overlay(rendered, tmp_path):
+    import json
+
+    import cv2
+
+    pytest.importorskip("mediapipe")
+    from fasthmr_ros.cli.main import main
+
+    rgb, _ = rendered
+    cv2.imwrite(str(tmp_path / "people.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    assert main(["bodies", str(tmp_path / "people.png"), "--fx", "600", "--out", str(out)]) == 0
+    record = json.loads((out / "people.json").read_text())
+    assert record["model"] == "anny_body" and len(record["bodies"]) == 2
+    for body in record["bodies"]:
+        assert len(body["joints"]) == 104 and body["fit_residual_px"] < 12.0
+        assert 1.5 < body["height_m"] < 1.8
+    arrays = np.load(out / "people.npz")
+    assert arrays["vertices"].shape == (2, 13718, 3)
+    assert arrays["faces"].shape == (27420, 3) and arrays["model_params"].shape == (2, 313)
+    overlay = cv2.imread(str(out / "people_overlay.png"))
+    assert overlay.shape == rgb.shape and (overlay != rgb[:, :, ::-1]).any()
+
+
+def test_body_benchmark_reports_every_stage():
+    pytest.importorskip("mediapipe")
+    from fasthmr_ros.pipeline.body_benchmark import body_markdown, run_body_benchmark
+
+    report = run_body_benchmark(warmup=0, iterations=2)
+    assert report["bodies"] == 2
+    assert {"detect", "fit_per_body", "skin"} <= set(report["stages"])
+    assert all(s["median_ms"] > 0 for s in report["stages"].values())
+    assert "fit_per_body" in body_markdown(report)
