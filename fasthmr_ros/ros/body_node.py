@@ -99,16 +99,18 @@ def build_body_estimator(params: ParameterSet, log: Any) -> Any:
         except AnnyAssetsError as exc:
             raise ParameterError(str(exc)) from exc
         return create_body_estimator("landmarks", model=model)
-    if name not in body_estimator_names():
+    if name != "hmr2" or name not in body_estimator_names():
         raise ParameterError(f"estimator {name!r} is not available in this build (available: "
                              f"{', '.join(body_estimator_names())})")
-    options = {"checkpoint": params["checkpoint"], "smpl_dir": params["smpl_dir"] or None,
-               "device": params["device"], "engine": params["engine"],
-               "precision": params["precision"]}
-    try:
-        return create_body_estimator(name, **options)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ParameterError(f"cannot build estimator {name!r}: {exc}") from exc
+    if not params["checkpoint"]:
+        raise ParameterError("estimator hmr2 needs the 'checkpoint' parameter (HMR2.0's "
+                             ".ckpt or 4D-Humans' cache folder)")
+    from fasthmr_ros.pipeline.hmr2_estimator import Hmr2BodyEstimator
+    from fasthmr_ros.ros.hand_setup import load_network
+
+    log.info(f"bodies: the HMR2.0 network from {params['checkpoint']} ({params['engine']}, "
+             f"{params['precision']}, {params['device']})")
+    return Hmr2BodyEstimator(load_network(params, body=True), device=params["device"])
 
 
 def build_body_parts(params: ParameterSet, log: Any) -> tuple[Any, Any]:

@@ -77,31 +77,51 @@ def build_pipeline(
             log.info(LANDMARK_FIT_NOTICE)
         pipeline = LandmarkHandPipeline()
         return pipeline, pipeline.info
-    from fasthmr_ros import load_hand_regressor
-    from fasthmr_ros.engines.base import EngineError, create_engine
     from fasthmr_ros.pipeline.hand_pipeline import HandMeshPipeline
 
+    network = load_network(params)
+    pipeline = HandMeshPipeline(network, device=params["device"])
+    return pipeline, pipeline.info
+
+
+def load_network(params: ParameterSet, body: bool = False) -> Any:
+    """The regressor named by ``checkpoint`` (HMR2.0 with ``body``), run by ``engine``.
+
+    One loader for both nodes: ``merge_plan``, ``device``, ``engine``, ``precision`` and
+    ``engine_cache_dir`` mean the same for hands and bodies; ``mano_dir`` (hands) or
+    ``smpl_dir`` (bodies) names the mesh model folder.
+
+    Raises:
+        ParameterError: when the model or engine cannot be loaded as the parameters say.
+
+    """
+    from fasthmr_ros import load_body_regressor, load_hand_regressor
+    from fasthmr_ros.engines.base import EngineError, create_engine
+
+    mesh_param = "smpl_dir" if body else "mano_dir"
+    mesh_dir = params[mesh_param] or None
+    merge_plan = params["merge_plan"] or None
     try:
-        regressor = load_hand_regressor(
-            params["checkpoint"], mano_dir=params["mano_dir"] or None, device=params["device"],
-            merge_plan=params["merge_plan"] or None,
-        )
+        if body:
+            regressor = load_body_regressor(params["checkpoint"], smpl_dir=mesh_dir,
+                                            device=params["device"], merge_plan=merge_plan)
+        else:
+            regressor = load_hand_regressor(params["checkpoint"], mano_dir=mesh_dir,
+                                            device=params["device"], merge_plan=merge_plan)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:  # missing/bad files, no GPU
         raise ParameterError(f"cannot load the model (checkpoint {params['checkpoint']!r}, "
-                             f"mano_dir {params['mano_dir']!r}, merge_plan "
+                             f"{mesh_param} {params[mesh_param]!r}, merge_plan "
                              f"{params['merge_plan']!r}, device {params['device']!r}): "
                              f"{exc}") from exc
     options = {}
     if params["engine"] != "torch" and params["engine_cache_dir"]:
         options["cache_dir"] = params["engine_cache_dir"]
     try:
-        network = create_engine(regressor, params["engine"], params["precision"],
-                                params["device"], **options)
+        return create_engine(regressor, params["engine"], params["precision"],
+                             params["device"], **options)
     except EngineError as exc:
         raise ParameterError(f"engine {params['engine']!r} ({params['precision']}, "
                              f"{params['device']}): {exc}") from exc
-    pipeline = HandMeshPipeline(network, device=params["device"])
-    return pipeline, pipeline.info
 
 
 def create_hand_node(transport: Transport, params: ParameterSet) -> HandMeshNode:

@@ -369,7 +369,8 @@ BODY_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("anny_cache_dir", STRING, "", "estimator landmarks: package cache root for "
                   "the compacted Anny body (built on first use); empty: ~/.cache/fasthmr_ros",
                   read_only=True),
-    *(_HAND_SPECS[name] for name in ("device", "engine", "precision", "engine_cache_dir")),
+    *(_HAND_SPECS[name] for name in ("merge_plan", "device", "engine", "precision",
+                                     "engine_cache_dir")),
     ParameterSpec("detector", STRING, "mediapipe", "where people come from: mediapipe (the "
                   "bundled Pose model, several people per image)", read_only=True,
                   choices=BODY_DETECTORS),
