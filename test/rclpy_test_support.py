@@ -189,15 +189,21 @@ class ImageStream:
             self._thread.join(timeout=5.0)
 
 
-def start_node(env: dict[str, str], checkpoint: Path, transport: str, *extra: str,
-               namespace: str = "/") -> subprocess.Popen:
-    """Start ``fasthmr node hands`` (this checkout) in its own process."""
+def start_mesh_node(env: dict[str, str], kind: str, transport: str, *extra: str,
+                    namespace: str = "/") -> subprocess.Popen:
+    """Start ``fasthmr node KIND`` (``hands`` or ``bodies``, this checkout) in its own process."""
     return subprocess.Popen(
-        [sys.executable, "-m", "fasthmr_ros", "node", "hands", "--transport", transport,
-         "--namespace", namespace, "--param", f"checkpoint={checkpoint}",
-         "--param", "detector=full_frame", "--param", "diagnostics_period=0.5", *extra],
+        [sys.executable, "-m", "fasthmr_ros", "node", kind, "--transport", transport,
+         "--namespace", namespace, "--param", "diagnostics_period=0.5", *extra],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+
+
+def start_node(env: dict[str, str], checkpoint: Path, transport: str, *extra: str,
+               namespace: str = "/") -> subprocess.Popen:
+    """Start ``fasthmr node hands`` on ``checkpoint``, each image one hand (full_frame)."""
+    return start_mesh_node(env, "hands", transport, "--param", f"checkpoint={checkpoint}",
+                           "--param", "detector=full_frame", *extra, namespace=namespace)
 
 
 def stop_node(process: subprocess.Popen, sig: int = signal.SIGINT,
