@@ -81,10 +81,54 @@ def test_plan_for_another_checkpoint_is_refused_by_the_cli(setup, tmp_path, caps
     assert "made for another checkpoint" in capsys.readouterr().err
 
 
-def test_body_flag_explains_what_is_missing(setup, capsys) -> None:
-    code, _, _ = _calibrate(setup, "--body")
+def test_body_flag_refuses_hand_options(setup, capsys) -> None:
+    code, _, _ = _calibrate(setup, "--body")  # _calibrate passes --full-frame
     assert code == 2
-    assert "body loader" in capsys.readouterr().err
+    assert "--body takes person frames" in capsys.readouterr().err
+
+
+def test_calibrate_a_body_checkpoint_on_rendered_people(body_assets, tmp_path, capsys) -> None:
+    """--body: people from MediaPipe Pose, HMR2.0 crops, their masks as the token foreground."""
+    pytest.importorskip("mediapipe")
+    from fasthmr_ros import load_body_regressor
+    from fasthmr_ros.models.anny_body import AnnyBodyModel
+    from fasthmr_ros.pipeline.results import CameraIntrinsics
+    from fasthmr_ros.pipeline.sample_image import render_people
+
+    frames = tmp_path / "people"
+    frames.mkdir()
+    image, _ = render_people(AnnyBodyModel.default(), CameraIntrinsics(600, 600, 320, 240))
+    cv2.imwrite(str(frames / "people.png"), image)
+    plan_path = tmp_path / "body-plan.json"
+    code = main(["merge", "calibrate", "--checkpoint", str(body_assets.root), "--body",
+                 "--data", str(frames), "--tau-mm", "1e6", "--tokens", "96,96,1",
+                 "--repeats", "1", "--cache-dir", str(tmp_path / "cache"),
+                 "-o", str(plan_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    plan = json.loads(plan_path.read_text())
+    assert plan["layers"]["merge"] == [[0, 1]]  # the small body ViT's two blocks, folded
+    assert plan["tokens"]["mask"] == "foreground"
+    model = load_body_regressor(body_assets.root, merge_plan=plan_path)
+    assert len(model.backbone.blocks) == 1 and model.uses_foreground
+
+
+def test_person_masks_become_foreground_tokens() -> None:
+    from fasthmr_ros.pipeline.crop import BODY_RESCALE_FACTOR, crop_box
+    from fasthmr_ros.pipeline.foreground import person_foreground_tokens
+    from fasthmr_ros.pipeline.results import PersonBox
+
+    rgb = np.zeros((480, 640, 3), np.uint8)
+    mask = np.zeros((480, 640), np.float32)
+    mask[100:400, 280:360] = 1.0  # a standing person, centred in its box
+    person = PersonBox(260, 80, 380, 420, mask=mask)
+    transform = crop_box(rgb, person, BODY_RESCALE_FACTOR).transform
+    flags = person_foreground_tokens([person, PersonBox(260, 80, 380, 420)],
+                                     [transform, transform])
+    assert flags.shape == (2, 192)
+    grid = flags[0].reshape(16, 12)
+    assert grid[8, 6] == 1 and grid[8, 0] == 0  # centre column foreground, edge background
+    assert not flags[1].any()  # no mask: no foreground (plain ToMe)
 
 
 def test_calibrator_reports_pa_mpjpe_against_labels(setup) -> None:

@@ -109,3 +109,27 @@ def test_hmr2_behind_the_body_pipeline_interface(body_assets) -> None:
     assert [r.track_id for r in first] == [r.track_id for r in second]
     assert all(r.track_id is not None for r in second)
     assert second[0].vertices.shape == (6890, 3) and second[0].keypoints_2d.shape == (44, 2)
+
+
+def test_masked_merge_plan_takes_each_persons_mask(body_assets, tmp_path) -> None:
+    """With a masked token plan the estimator feeds each person's mask to the network."""
+    import json
+
+    from fasthmr_ros.pipeline.results import PersonBox
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"format": "fasthmr-merge-plan/1", "tokens": {
+        "keep": 150, "per_layer": 42, "layers": 1, "mask": "foreground"}}))
+    estimator = Hmr2BodyEstimator(load_body_regressor(body_assets.root, merge_plan=plan))
+    assert estimator.uses_foreground
+    image = draw_sample_hand(640, 480)
+    mask = np.zeros((480, 640), np.float32)
+    mask[60:420, 250:390] = 1.0
+    people = [PersonBox(230, 40, 410, 440, mask=mask), PersonBox(20, 30, 200, 400)]
+    batch, transforms = estimator.make_batch(image, people)
+    flags = estimator.make_foreground(people, transforms)
+    assert flags.shape == (2, 192) and flags[0].sum() > 20 and not flags[1].any()
+    results = estimator.estimate(image, people, default_intrinsics(640, 480))
+    assert all(r.vertices.shape == (6890, 3) for r in results)
+    unmasked = Hmr2BodyEstimator(load_body_regressor(body_assets.root))
+    assert unmasked.make_foreground(people, transforms) is None

@@ -6,10 +6,14 @@ import argparse
 from typing import Any
 
 from fasthmr_ros.cli.main import CommandError
-from fasthmr_ros.cli.model_args import CHECKPOINT_HELP, MANO_DIR_HELP, load_model, parse_device_arg
-
-#: What ``--body`` needs that this build may lack.
-BODY_LOADER = "fasthmr_ros.models.checkpoint.load_body_regressor"
+from fasthmr_ros.cli.model_args import (
+    CHECKPOINT_HELP,
+    MANO_DIR_HELP,
+    SMPL_DIR_HELP,
+    load_model,
+    parse_device_arg,
+)
+from fasthmr_ros.models.constants import BODY_PELVIS_INDEX
 
 
 def _tokens(text: str) -> tuple[int, int, int]:
@@ -47,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     calibrate.add_argument("--mano-dir", help=MANO_DIR_HELP)
     calibrate.add_argument("--body", action="store_true",
-                           help="an HMR2.0 body checkpoint (needs the body loader)")
+                           help="an HMR2.0 body checkpoint: people found by MediaPipe Pose, "
+                           "their segmentation as the token foreground, error at the pelvis")
+    calibrate.add_argument("--smpl-dir", help="with --body: " + SMPL_DIR_HELP)
     source = calibrate.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", nargs="+", metavar="FRAMES_OR_VIDEO",
                         help="image files, folders of images or videos")
@@ -60,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--tokens", type=_tokens, metavar="KEEP,PER_LAYER,LAYERS",
                            help="also merge tokens, e.g. 90,40,3 (FastHMR's setting)")
     calibrate.add_argument("--mask", choices=("foreground", "none"), default="foreground",
-                           help="with --tokens: protect hand tokens (default) or plain ToMe")
+                           help="with --tokens: protect hand (--body: person) tokens (default) "
+                           "or plain ToMe")
     calibrate.add_argument("--max-crops", type=int, default=64,
                            help="hands to calibrate on (default 64)")
     calibrate.add_argument("--batch-size", type=int, default=8, help="crops per pass (default 8)")
@@ -104,6 +111,16 @@ def _crops(args: argparse.Namespace) -> Any:
             flags.append(hand_foreground_tokens([box], [crop.transform])[0])
             labels.append(sample.joints)
         return CalibrationCrops(np.stack(crops), np.stack(flags), np.stack(labels))
+    if args.body:
+        from fasthmr_ros.training.merge_calibration import person_crop
+
+        try:
+            from fasthmr_ros.pipeline.person_detector import MediaPipePersonDetector
+        except ImportError as exc:
+            raise CommandError(f"--body needs mediapipe's Pose model ({exc})") from None
+        detector = MediaPipePersonDetector()
+        return collect_crops(calibration_frames(args.data), detector.detect, args.max_crops,
+                             crop=person_crop, what="people")
     if args.full_frame:
         from fasthmr_ros.pipeline.box_sources import FullFrameBoxes
 
@@ -124,16 +141,16 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from fasthmr_ros.models.merge_plan import MergePlanError, TokenPlan, save_merge_plan
     from fasthmr_ros.training.merge_calibration import MergeCalibrator
 
-    if args.body:
-        raise CommandError(
-            f"--body needs the HMR2.0 body loader ({BODY_LOADER}), which is not in this build; "
-            "calibrate a hand checkpoint, or update fasthmr_ros")
+    if args.body and (args.full_frame or args.freihand or args.mano_dir):
+        raise CommandError("--body takes person frames (--data) and --smpl-dir; --full-frame, "
+                           "--freihand and --mano-dir are for hands")
     if args.max_crops < 1 or args.batch_size < 1 or args.repeats < 1:
         raise CommandError("--max-crops, --batch-size and --repeats must be >= 1")
     if args.tau_mm <= 0:
         raise CommandError(f"--tau-mm must be positive, got {args.tau_mm}")
     device = parse_device_arg(args.device)
-    regressor = load_model(args.checkpoint, args.mano_dir, str(device))
+    regressor = load_model(args.checkpoint, args.mano_dir, str(device), body=args.body,
+                           smpl_dir=args.smpl_dir)
     try:
         data = _crops(args)
     except (OSError, ValueError) as exc:
@@ -145,7 +162,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     cache = args.cache_dir or default_cache_dir() / "calibration"
     try:
         calibrator = MergeCalibrator(regressor, data, batch_size=args.batch_size,
-                                     cache_dir=cache)
+                                     cache_dir=cache,
+                                     root_joint=BODY_PELVIS_INDEX if args.body else 0)
         result = calibrator.calibrate(args.tau_mm, args.rule, tokens, repeats=args.repeats)
     except MergePlanError as exc:
         raise CommandError(str(exc)) from None

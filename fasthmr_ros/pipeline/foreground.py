@@ -30,7 +30,7 @@ import numpy as np
 
 from fasthmr_ros.models.constants import CROP_SIZE, CROP_WIDTH
 from fasthmr_ros.pipeline.crop import CropTransform
-from fasthmr_ros.pipeline.results import HandBox
+from fasthmr_ros.pipeline.results import HandBox, PersonBox
 
 #: Patch side of the ViT in pixels and the padding of its patch embedding.
 PATCH_SIZE = 16
@@ -115,4 +115,19 @@ def mask_foreground_tokens(mask: np.ndarray,
                            transforms: Sequence[CropTransform]) -> np.ndarray:
     """``(N, 192)`` float32 foreground flags of every crop of a frame-sized person mask."""
     rows = [crop_mask_to_tokens(image_mask_to_crop(mask, t)) for t in transforms]
+    return np.stack(rows).astype(np.float32) if rows else _no_tokens()
+
+
+def person_foreground_tokens(people: Sequence[PersonBox],
+                             transforms: Sequence[CropTransform]) -> np.ndarray:
+    """``(N, 192)`` float32 foreground flags of every person crop, from each person's mask.
+
+    A person without a mask (an external box) has no foreground tokens: its crop is merged as
+    plain ToMe.
+    """
+    rows = [
+        crop_mask_to_tokens(image_mask_to_crop(person.mask, t)) if person.mask is not None
+        else np.zeros(TOKEN_GRID[0] * TOKEN_GRID[1], np.float32)
+        for person, t in zip(people, transforms, strict=True)
+    ]
     return np.stack(rows).astype(np.float32) if rows else _no_tokens()

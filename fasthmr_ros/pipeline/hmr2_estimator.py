@@ -35,6 +35,7 @@ from fasthmr_ros.pipeline.crop import (
     check_image,
     crop_box,
 )
+from fasthmr_ros.pipeline.foreground import person_foreground_tokens
 from fasthmr_ros.pipeline.network_batch import run_regressor
 from fasthmr_ros.pipeline.results import BodyResult, CameraIntrinsics
 
@@ -108,11 +109,34 @@ class Hmr2BodyEstimator:
         ]
         return batch, transforms
 
-    def run_network(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Network + SMPL on a crop batch (in chunks of ``max_batch``): float32 host arrays."""
+    @property
+    def uses_foreground(self) -> bool:
+        """Whether the network takes per-token foreground flags (a masked merge plan)."""
+        return bool(getattr(self.regressor, "uses_foreground", False))
+
+    def make_foreground(
+        self, boxes: Sequence[BoxLike], transforms: Sequence[CropTransform]
+    ) -> np.ndarray | None:
+        """Per-token foreground flags ``(N, 192)`` from the people's masks, for masked plans.
+
+        ``None`` when the network takes none; a person without a mask gets no foreground.
+        """
+        if not self.uses_foreground:
+            return None
+        return person_foreground_tokens(boxes, transforms)
+
+    def run_network(
+        self, batch: np.ndarray, foreground: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Network + SMPL on a crop batch (in chunks of ``max_batch``): float32 host arrays.
+
+        ``foreground`` (N, tokens) goes to networks with a masked merge plan only.
+        """
         parts = [
             run_regressor(self.regressor, batch[start : start + self.max_batch], self.device,
-                          self.expected_shapes, "load_body_regressor")
+                          self.expected_shapes, "load_body_regressor",
+                          None if foreground is None
+                          else foreground[start : start + self.max_batch])
             for start in range(0, len(batch), self.max_batch)
         ]
         if len(parts) == 1:
@@ -170,7 +194,7 @@ class Hmr2BodyEstimator:
             check_image(image_rgb)
             return []
         batch, transforms = self.make_batch(image_rgb, people)
-        outputs = self.run_network(batch)
+        outputs = self.run_network(batch, self.make_foreground(people, transforms))
         results = self.to_results(outputs, people, transforms, camera)
         finite = [bool(np.isfinite(r.vertices).all() and r.cam_t[2] > 0) for r in results]
         self._skipped = [

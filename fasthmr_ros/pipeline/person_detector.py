@@ -171,6 +171,7 @@ class MediaPipePersonDetector:
                 marks, image_size, self.min_visibility, self.box_margin
             )
             if person is not None and not self._seen(person, people):
+                person.mask = marks.mask
                 return marks, person
         return None
 

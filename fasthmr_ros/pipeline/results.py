@@ -187,6 +187,9 @@ class PersonBox:
     world_landmarks: np.ndarray | None = None
     visibility: np.ndarray | None = None
     source: str = ""
+    #: The person's segmentation (frame-sized, 0-1) when the detector gives one: the
+    #: foreground of mask-guided token merging (:mod:`fasthmr_ros.pipeline.foreground`).
+    mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         coords = (self.x1, self.y1, self.x2, self.y2)

@@ -38,10 +38,10 @@ from fasthmr_ros.models.merge_plan import (
     find_vit,
 )
 from fasthmr_ros.models.weights_digest import tensors_sha256
-from fasthmr_ros.pipeline.crop import crop_hand
-from fasthmr_ros.pipeline.foreground import hand_foreground_tokens
+from fasthmr_ros.pipeline.crop import BODY_RESCALE_FACTOR, crop_box, crop_hand
+from fasthmr_ros.pipeline.foreground import hand_foreground_tokens, person_foreground_tokens
 from fasthmr_ros.pipeline.metrics import procrustes_align, root_relative_mpjpe
-from fasthmr_ros.pipeline.results import HandBox
+from fasthmr_ros.pipeline.results import HandBox, PersonBox
 
 log = logging.getLogger(__name__)
 
@@ -62,28 +62,47 @@ class CalibrationCrops:
         return len(self.crops)
 
 
+def hand_crop(rgb: np.ndarray, box: HandBox) -> tuple[np.ndarray, np.ndarray]:
+    """HaMeR's crop of a hand and its landmark foreground flags ``(192,)``."""
+    crop = crop_hand(rgb, box)
+    return crop.image, hand_foreground_tokens([box], [crop.transform])[0]
+
+
+def person_crop(rgb: np.ndarray, person: PersonBox) -> tuple[np.ndarray, np.ndarray]:
+    """HMR2.0's crop of a person and the foreground flags ``(192,)`` of its mask."""
+    crop = crop_box(rgb, person, BODY_RESCALE_FACTOR, flip=False)
+    return crop.image, person_foreground_tokens([person], [crop.transform])[0]
+
+
 def collect_crops(
     frames: Iterable[np.ndarray],
-    detect: Callable[[np.ndarray], Sequence[HandBox]],
+    detect: Callable[[np.ndarray], Sequence[Any]],
     max_crops: int,
     progress: bool = True,
+    crop: Callable[[np.ndarray, Any], tuple[np.ndarray, np.ndarray]] = hand_crop,
+    what: str = "hands",
 ) -> CalibrationCrops:
-    """Crop up to ``max_crops`` hands found by ``detect`` in RGB ``frames``."""
+    """Crop up to ``max_crops`` boxes found by ``detect`` in RGB ``frames``.
+
+    ``crop`` makes one crop and its foreground flags: :func:`hand_crop` (hands, the default)
+    or :func:`person_crop` (HMR2.0 bodies); ``what`` names the boxes in messages.
+    """
     crops, flags = [], []
     bar = tqdm(total=max_crops, desc="collect crops", unit="crop", disable=not progress)
     for rgb in frames:
         boxes = list(detect(rgb))
         for box in boxes[: max_crops - len(crops)]:
-            crop = crop_hand(rgb, box)
-            crops.append(crop.image)
-            flags.append(hand_foreground_tokens([box], [crop.transform])[0])
+            image, foreground = crop(rgb, box)
+            crops.append(image)
+            flags.append(foreground)
             bar.update()
         if len(crops) >= max_crops:
             break
     bar.close()
     if not crops:
-        raise ValueError("no hands were found in the calibration data; give frames with "
-                         "visible hands (or --full-frame for frames cropped to one hand)")
+        raise ValueError(f"no {what} were found in the calibration data; give frames with "
+                         f"visible {what}" + (" (or --full-frame for frames cropped to one "
+                                              "hand)" if what == "hands" else ""))
     return CalibrationCrops(np.stack(crops), np.stack(flags))
 
 
@@ -141,13 +160,16 @@ class MergeCalibrator:
         cache_dir: where the original model's joints are stored between runs (``None``: in
             memory only).
         progress: show progress bars.
+        root_joint: the joint both joint sets are aligned at for the error (0: the wrist of
+            a hand; HMR2.0 bodies: ``BODY_PELVIS_INDEX``).
 
     """
 
     def __init__(self, regressor: torch.nn.Module, data: CalibrationCrops,
                  batch_size: int = 8, cache_dir: str | Path | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, root_joint: int = 0) -> None:
         self.regressor = regressor.eval()
+        self.root_joint = int(root_joint)
         self.vit = find_vit(regressor)
         self.data = data
         self.batch_size = int(batch_size)
@@ -193,7 +215,7 @@ class MergeCalibrator:
 
     def error_mm(self, joints: np.ndarray) -> float:
         """Root-aligned MPJPE (mm) of ``joints`` against the original model's."""
-        return root_relative_mpjpe(self.reference, joints) * 1e3
+        return root_relative_mpjpe(self.reference, joints, root=self.root_joint) * 1e3
 
     def layer_error_mm(self, runs: list[Range], rule: str) -> float:
         """Error of the original model with ``runs`` folded by ``rule``."""
