@@ -206,6 +206,7 @@ def _run(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CommandError(f"cannot create output folder {out_dir}: {exc}") from None
+    estimator = _estimator(args)  # option errors before the detector starts
     try:
         from fasthmr_ros.pipeline.person_detector import MediaPipePersonDetector
 
@@ -213,7 +214,6 @@ def _run(args: argparse.Namespace) -> int:
                                            min_confidence=args.detection_threshold)
     except (ImportError, FileNotFoundError) as exc:
         raise CommandError(str(exc)) from None
-    estimator = _estimator(args)
     tqdm.write(f"bodies: estimator '{args.estimator or 'landmarks'}', model {estimator.info.name} "
                f"({estimator.info.licence or 'see its documentation'})")
     pipeline = BodyPipeline(estimator, detector, max_people=args.max_people,
