@@ -210,3 +210,17 @@ def test_bench_bodies_hands_alike(body_assets):
         assert {"decode", "crop", "network", "mesh", "post"} <= set(r.stages), label
         assert r.output_change_mm < 0.05, label  # fp32 engines agree with eager PyTorch
     assert "| body-file/onnxruntime/fp32/b2 |" in markdown_table(report)
+
+
+def test_bench_body_with_a_masked_merge_plan(tmp_path):
+    """Body models take merge plans like hands; boxes without masks merge as plain ToMe."""
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"format": "fasthmr-merge-plan/1", "layers": {"merge": [[0, 1]]},
+                                "tokens": {"keep": 150, "per_layer": 42, "layers": 1,
+                                           "mask": "foreground"}}))
+    report = run_benchmark(["body-small"], merge_plans=["none", str(plan)], warmup=0,
+                           iterations=1, progress=False)
+    base, merged = report.results
+    assert base.skipped is None and merged.skipped is None, merged.skipped
+    assert merged.macs_g < base.macs_g
+    assert merged.variant.label.endswith("/plan-plan")

@@ -131,5 +131,7 @@ def test_masked_merge_plan_takes_each_persons_mask(body_assets, tmp_path) -> Non
     assert flags.shape == (2, 192) and flags[0].sum() > 20 and not flags[1].any()
     results = estimator.estimate(image, people, default_intrinsics(640, 480))
     assert all(r.vertices.shape == (6890, 3) for r in results)
+    plain = [Person(20, 30, 200, 400)]  # a box object without a mask attribute
+    assert not estimator.make_foreground(plain, estimator.make_batch(image, plain)[1]).any()
     unmasked = Hmr2BodyEstimator(load_body_regressor(body_assets.root))
     assert unmasked.make_foreground(people, transforms) is None

@@ -24,6 +24,7 @@ background.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -118,16 +119,17 @@ def mask_foreground_tokens(mask: np.ndarray,
     return np.stack(rows).astype(np.float32) if rows else _no_tokens()
 
 
-def person_foreground_tokens(people: Sequence[PersonBox],
+def person_foreground_tokens(people: Sequence[PersonBox | Any],
                              transforms: Sequence[CropTransform]) -> np.ndarray:
     """``(N, 192)`` float32 foreground flags of every person crop, from each person's mask.
 
-    A person without a mask (an external box) has no foreground tokens: its crop is merged as
-    plain ToMe.
+    A person without a mask (an external box, or any box object without a ``mask``) has no
+    foreground tokens: its crop is merged as plain ToMe.
     """
+    masks = [getattr(person, "mask", None) for person in people]
     rows = [
-        crop_mask_to_tokens(image_mask_to_crop(person.mask, t)) if person.mask is not None
+        crop_mask_to_tokens(image_mask_to_crop(mask, t)) if mask is not None
         else np.zeros(TOKEN_GRID[0] * TOKEN_GRID[1], np.float32)
-        for person, t in zip(people, transforms, strict=True)
+        for mask, t in zip(masks, transforms, strict=True)
     ]
     return np.stack(rows).astype(np.float32) if rows else _no_tokens()
