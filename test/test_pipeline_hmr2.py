@@ -135,3 +135,26 @@ def test_masked_merge_plan_takes_each_persons_mask(body_assets, tmp_path) -> Non
     assert not estimator.make_foreground(plain, estimator.make_batch(image, plain)[1]).any()
     unmasked = Hmr2BodyEstimator(load_body_regressor(body_assets.root))
     assert unmasked.make_foreground(people, transforms) is None
+
+
+def test_pelvis_pose_and_tf_use_hmr2s_pelvis_joint(estimator) -> None:
+    """HMR2.0's joint 0 is OpenPose's nose: the pelvis frame is joint 39 (its PELVIS_IND)."""
+    pytest.importorskip("rosbags")
+    from fasthmr_ros.models.constants import BODY_JOINT_NAMES, BODY_PELVIS_INDEX
+    from fasthmr_ros.ros.mesh_messages import body_mesh_message
+    from fasthmr_ros.ros.tf_frames import pelvis_transforms
+
+    assert BODY_JOINT_NAMES[BODY_PELVIS_INDEX] == "mpii_pelvis"
+    image = draw_sample_hand(640, 480)
+    (result,) = estimator.estimate(image, [Person(20, 30, 260, 470)],
+                                   default_intrinsics(640, 480))
+    assert result.root_joint == BODY_PELVIS_INDEX
+    np.testing.assert_array_equal(result.root_position, result.joints[BODY_PELVIS_INDEX])
+    message = body_mesh_message(result, "body_0", num_vertices=estimator.info.num_vertices)
+    position = message.root_pose.position
+    np.testing.assert_allclose([position.x, position.y, position.z],
+                               result.joints[BODY_PELVIS_INDEX], atol=1e-6)
+    tf = pelvis_transforms(None, [result], ["0"])
+    moved = tf.transforms[0].transform.translation
+    np.testing.assert_allclose([moved.x, moved.y, moved.z], result.joints[BODY_PELVIS_INDEX],
+                               atol=1e-6)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fasthmr_ros.models.constants import CROP_SIZE
+from fasthmr_ros.models.constants import BODY_PELVIS_INDEX, CROP_SIZE
 from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.pipeline.body_estimator import PERSON_INDEX, register_body_estimator
 from fasthmr_ros.pipeline.camera import crop_to_camera_translation, project_points
@@ -175,6 +175,7 @@ class Hmr2BodyEstimator:
                     body_pose=outputs["body_pose"][i].copy(),
                     betas=outputs["betas"][i].copy(),
                     extras={PERSON_INDEX: np.array([i], dtype=np.int64)},
+                    root_joint=BODY_PELVIS_INDEX,
                 )
             )
         return results

@@ -165,6 +165,14 @@ class BodyResult:
     model_params: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     track_id: int | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Index into ``joints`` of the root (pelvis) joint: 0 for Anny's root bone, HMR2.0's
+    #: regressed pelvis (``BODY_PELVIS_INDEX``) for SMPL results.
+    root_joint: int = 0
+
+    @property
+    def root_position(self) -> np.ndarray:
+        """The pelvis position (3,) in metres, camera frame."""
+        return np.asarray(self.joints)[self.root_joint]
 
 
 @dataclass

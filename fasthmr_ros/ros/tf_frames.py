@@ -53,10 +53,11 @@ def pelvis_transforms(
 ) -> Any:
     """Return a ``TFMessage`` with one transform per body: camera frame -> pelvis frame.
 
-    The pelvis frame is the body model's root joint (``joints[0]``) with ``root_rotation``.
+    The pelvis frame is the body's root joint (``BodyResult.root_position``) with
+    ``root_rotation``.
     """
     return _transforms(header, [
-        (pelvis_frame_id(body_id, prefix), np.asarray(result.joints)[0], result.root_rotation)
+        (pelvis_frame_id(body_id, prefix), result.root_position, result.root_rotation)
         for result, body_id in zip(results, body_ids, strict=True)
     ], store)
 
