@@ -21,6 +21,9 @@ With ``fx = fy = f`` and the principal point at the image centre this is exactly
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
 from fasthmr_ros.models.constants import CROP_FOCAL_LENGTH, CROP_SIZE
@@ -103,6 +106,20 @@ def crop_to_camera_translation(
     ty = cam[:, 2] + (center[:, 1] - intrinsics.cy) * tz / intrinsics.fy
     return np.stack([tx, ty, tz], axis=-1)
 
+
+
+def crops_to_camera_translation(
+    cam: np.ndarray, transforms: Sequence[Any], intrinsics: CameraIntrinsics
+) -> np.ndarray:
+    """:func:`crop_to_camera_translation` for crops given by their transforms.
+
+    ``transforms`` are the crops' :class:`~fasthmr_ros.pipeline.crop.CropTransform` (anything
+    with ``center`` and ``size``), one per row of ``cam``.
+    """
+    n = len(transforms)
+    centers = np.array([t.center for t in transforms], dtype=np.float64).reshape(n, 2)
+    sizes = np.array([t.size for t in transforms], dtype=np.float64)
+    return crop_to_camera_translation(cam, centers, sizes, intrinsics)
 
 def project_points(points: np.ndarray, intrinsics: CameraIntrinsics) -> np.ndarray:
     """Pinhole projection of ``(..., 3)`` camera-frame points to ``(..., 2)`` pixels.

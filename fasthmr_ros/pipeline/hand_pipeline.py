@@ -19,7 +19,7 @@ from fasthmr_ros.models.constants import CROP_SIZE, NUM_FACES, NUM_JOINTS, NUM_V
 from fasthmr_ros.models.mano_info import mano_info
 from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.pipeline.camera import (
-    crop_to_camera_translation,
+    crops_to_camera_translation,
     project_points,
     resolve_intrinsics,
 )
@@ -171,7 +171,6 @@ class HandMeshPipeline:
         intrinsics: CameraIntrinsics,
     ) -> list[HandResult]:
         """Un-mirror left hands and place every hand in the camera frame."""
-        n = len(boxes)
         is_right = np.array([box.is_right for box in boxes], dtype=bool)
         sign = np.where(is_right, 1.0, -1.0)
         vertices = outputs["vertices"].astype(np.float64)
@@ -180,9 +179,7 @@ class HandMeshPipeline:
         joints[..., 0] *= sign[:, None]
         cam = outputs["cam"].astype(np.float64).copy()
         cam[:, 1] *= sign
-        centers = np.array([t.center for t in transforms], dtype=np.float64).reshape(n, 2)
-        sizes = np.array([t.size for t in transforms], dtype=np.float64)
-        cam_t = crop_to_camera_translation(cam, centers, sizes, intrinsics)
+        cam_t = crops_to_camera_translation(cam, transforms, intrinsics)
         joints_cam = joints + cam_t[:, None, :]
         vertices_cam = vertices + cam_t[:, None, :]
         keypoints = project_points(joints_cam, intrinsics)

@@ -27,7 +27,7 @@ import numpy as np
 from fasthmr_ros.models.constants import BODY_PELVIS_INDEX, CROP_SIZE
 from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.pipeline.body_estimator import PERSON_INDEX, register_body_estimator
-from fasthmr_ros.pipeline.camera import crop_to_camera_translation, project_points
+from fasthmr_ros.pipeline.camera import crops_to_camera_translation, project_points
 from fasthmr_ros.pipeline.crop import (
     BODY_RESCALE_FACTOR,
     BoxLike,
@@ -151,10 +151,7 @@ class Hmr2BodyEstimator:
         camera: CameraIntrinsics,
     ) -> list[BodyResult]:
         """Place every body in the camera frame; one :class:`BodyResult` per box."""
-        n = len(boxes)
-        centers = np.array([t.center for t in transforms], dtype=np.float64).reshape(n, 2)
-        sizes = np.array([t.size for t in transforms], dtype=np.float64)
-        cam_t = crop_to_camera_translation(outputs["cam"], centers, sizes, camera)
+        cam_t = crops_to_camera_translation(outputs["cam"], transforms, camera)
         shift = cam_t[:, None, :].astype(np.float32)
         joints = outputs["joints"] + shift
         vertices = outputs["vertices"] + shift
