@@ -122,3 +122,22 @@ def test_cli_convert_smpl(smpl_data, tmp_path, capsys) -> None:
     )
     assert main(["convert-smpl", str(tmp_path / "nowhere")]) == 2
     assert "smpl.is.tue.mpg.de" in capsys.readouterr().err
+
+
+def test_layer_follows_buffers_loaded_after_its_first_forward(smpl_data) -> None:
+    """Derived tensors (blend shapes, joint regressors) are rebuilt when a state dict loads."""
+    j19 = load_joint_regressor_extra(smpl_data.joint_regressor_extra)
+    arrays = load_smpl_file(smpl_data.model)
+    layer = SmplLayer(arrays, j19)
+    rot = torch.eye(3).expand(1, 24, 3, 3).clone()
+    rot[0, 5] = torch.linalg.matrix_exp(torch.tensor([[0.0, -0.3, 0.0], [0.3, 0.0, 0.0],
+                                                      [0.0, 0.0, 0.0]]))
+    betas = torch.linspace(-1.0, 1.0, 10)[None]
+    layer(rot[:, :1], rot[:, 1:], betas)  # builds the derived tensors
+    changed = {**arrays, "v_template": arrays["v_template"] + 0.01,
+               "shapedirs": arrays["shapedirs"] * 1.5, "posedirs": arrays["posedirs"] * 2.0}
+    fresh = SmplLayer(changed, j19 * 0.5)
+    layer.load_state_dict(fresh.state_dict())
+    for got, want in zip(layer(rot[:, :1], rot[:, 1:], betas),
+                         fresh(rot[:, :1], rot[:, 1:], betas), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)

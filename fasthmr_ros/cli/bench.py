@@ -137,29 +137,37 @@ def _optional_stages(args: argparse.Namespace) -> Any:
     """The detector and the message serializer, from the layers above the engines."""
     from fasthmr_ros.engines.benchmark import OptionalStages
 
-    detector = None
+    detector = body_detector = None
     if args.detector != "none":
         try:
             from fasthmr_ros.pipeline.mediapipe_detector import MediaPipeHandDetector
+            from fasthmr_ros.pipeline.person_detector import MediaPipePersonDetector
 
             detector = MediaPipeHandDetector(video_mode=True).detect
+            body_detector = MediaPipePersonDetector().detect
         except ImportError as exc:
             if args.detector == "mediapipe":
                 raise CommandError(str(exc)) from None
             print(f"note: no detect stage ({exc})")
-    serializer = None
+    serializer = body_serializer = None
     if not args.no_serialize:
         from fasthmr_ros.ros import messages
         from fasthmr_ros.ros.hand_messages import HAND_MESH_ARRAY, hand_mesh_array_message
+        from fasthmr_ros.ros.mesh_messages import BODY_MESH_ARRAY, body_mesh_array_message
 
         store = messages.typestore()
         header = messages.make_header(0, "camera_optical_frame", store)
 
-        def serializer(results: list) -> bytes:
-            message = hand_mesh_array_message(header, results, store)
-            return messages.serialize(message, HAND_MESH_ARRAY, store)
+        def serialize(build: Any, msgtype: str) -> Any:
+            def run(results: list) -> bytes:
+                return messages.serialize(build(header, results, store), msgtype, store)
 
-    return OptionalStages(detector=detector, serializer=serializer)
+            return run
+
+        serializer = serialize(hand_mesh_array_message, HAND_MESH_ARRAY)
+        body_serializer = serialize(body_mesh_array_message, BODY_MESH_ARRAY)
+    return OptionalStages(detector=detector, serializer=serializer, body_detector=body_detector,
+                          body_serializer=body_serializer)
 
 
 def _run_fit(args: argparse.Namespace) -> None:
