@@ -79,9 +79,25 @@ def _hand_pose_near_the_wrist(model, body, side, rng):
     return orientation, local, heads
 
 
+def _bone_angles(model, body_joints, hand_heads, suffix: str) -> list[float]:
+    """Degrees between each hand-rig bone (head to child head) in the body and in the hand."""
+    from fasthmr_ros.models.anny_hand import shipped_anny_hand
+
+    labels = shipped_anny_hand().data.bone_labels
+    angles = []
+    for k, parent in enumerate(shipped_anny_hand().parents):
+        if parent <= 0:  # the root and the wrist have no bone to compare
+            continue
+        body_dir = (body_joints[model.bone(labels[k][:-2] + "." + suffix)]
+                    - body_joints[model.bone(labels[parent][:-2] + "." + suffix)])
+        hand_dir = hand_heads[k] - hand_heads[parent]
+        cos = body_dir @ hand_dir / np.linalg.norm(body_dir) / np.linalg.norm(hand_dir)
+        angles.append(float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))))
+    return angles
+
+
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_an_attached_hand_turns_the_wrist_and_curls_the_fingers(model, fitter, side):
-    from fasthmr_ros.models.anny_hand import shipped_anny_hand
     from fasthmr_ros.pipeline.hand_attachment import ATTACHED_HANDS
     from fasthmr_ros.pipeline.pose_landmarks import LEFT_WRIST, RIGHT_WRIST
 
@@ -98,32 +114,11 @@ def test_an_attached_hand_turns_the_wrist_and_curls_the_fingers(model, fitter, s
     assert attached.extras[ATTACHED_HANDS].tolist() == ([-1, 1] if side == "right" else [1, -1])
 
     suffix = "R" if side == "right" else "L"
-    labels = shipped_anny_hand().data.bone_labels
-    hand_parents = shipped_anny_hand().parents
-    angles = []
-    for k, label in enumerate(labels):
-        parent = hand_parents[k]
-        if parent <= 0:  # the root and the wrist have no bone to compare
-            continue
-        body_dir = (attached.joints[model.bone(label[:-2] + "." + suffix)]
-                    - attached.joints[model.bone(labels[parent][:-2] + "." + suffix)])
-        hand_dir = hand_heads[k] - hand_heads[parent]
-        cos = body_dir @ hand_dir / np.linalg.norm(body_dir) / np.linalg.norm(hand_dir)
-        angles.append(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
-    assert len(angles) == 19
-    assert max(angles) < 0.5, angles
+    attached_angles = _bone_angles(model, attached.joints, hand_heads, suffix)
+    assert len(attached_angles) == 19
+    assert max(attached_angles) < 0.5, attached_angles
     # Without the hand the same bones point elsewhere (the test can fail).
-    rest_angles = []
-    for k, label in enumerate(labels):
-        parent = hand_parents[k]
-        if parent <= 1:
-            continue
-        body_dir = (body.joints[model.bone(label[:-2] + "." + suffix)]
-                    - body.joints[model.bone(labels[parent][:-2] + "." + suffix)])
-        hand_dir = hand_heads[k] - hand_heads[parent]
-        cos = body_dir @ hand_dir / np.linalg.norm(body_dir) / np.linalg.norm(hand_dir)
-        rest_angles.append(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
-    assert max(rest_angles) > 10.0
+    assert max(_bone_angles(model, body.joints, hand_heads, suffix)) > 10.0
     # The rest of the body did not move.
     arm = model.bone(f"lowerarm01.{suffix}")
     np.testing.assert_allclose(attached.joints[arm], body.joints[arm], atol=1e-6)
