@@ -7,7 +7,9 @@ HMR2.0 network when its checkpoint is given); the pipeline itself does not know 
 
 Per frame: people come from the person detector (MediaPipe Pose, several per frame) or from
 the caller (external boxes: a detection topic, ``--boxes``); the best ``max_people`` above
-``score_threshold`` are kept, the tracker gives them ids, the estimator reconstructs them, and
+``score_threshold`` are kept; external boxes gain landmarks from the ``landmarker`` when one
+is given (MediaPipe Pose run inside each box, for estimators that fit landmarks); the
+tracker gives them ids, the estimator reconstructs them, and
 the results are stamped with their person's id and One-Euro smoothed
 (:class:`~fasthmr_ros.pipeline.temporal.MeshStream`, the same code as for hands).
 """
@@ -32,6 +34,15 @@ class PersonDetector(Protocol):
 
     def detect(self, image_rgb: np.ndarray) -> list[PersonBox]:
         """Return the people found in the image, best first."""
+
+
+class BoxLandmarker(Protocol):
+    """Adds landmarks to boxes that lack them (e.g. :class:`MediaPipePersonDetector`)."""
+
+    def landmarks_in_boxes(
+        self, image_rgb: np.ndarray, people: Sequence[PersonBox]
+    ) -> list[PersonBox]:
+        """Return ``people`` in order, those without landmarks given them where found."""
 
 
 @dataclass
@@ -73,6 +84,9 @@ class BodyPipeline:
         stream: tracking and smoothing state (default: :class:`MeshStream` with defaults).
         max_people: most bodies per frame (highest scores).
         score_threshold: people scoring lower are ignored.
+        landmarker: gives external boxes (no landmarks) MediaPipe Pose landmarks before the
+            estimator runs; ``None`` (the default) passes boxes on as they are (the HMR2.0
+            network needs only the box).
 
     """
 
@@ -84,6 +98,7 @@ class BodyPipeline:
         stream: MeshStream | None = None,
         max_people: int = 4,
         score_threshold: float = 0.0,
+        landmarker: BoxLandmarker | None = None,
     ) -> None:
         if int(max_people) < 1:
             raise ValueError(f"max_people must be at least 1, got {max_people}")
@@ -92,6 +107,7 @@ class BodyPipeline:
         self.stream = stream or MeshStream()
         self.max_people = int(max_people)
         self.score_threshold = float(score_threshold)
+        self.landmarker = landmarker
         self.timings = BodyTimings()
 
     @property
@@ -107,8 +123,14 @@ class BodyPipeline:
     def process(
         self, image_rgb: np.ndarray, people: Sequence[PersonBox], camera: CameraIntrinsics
     ) -> list[BodyResult]:
-        """Reconstruct ``people`` (no detection, no tracking): the node core's pipeline call."""
-        return self.estimator.estimate(image_rgb, list(people), camera)
+        """Reconstruct ``people`` (no detection, no tracking): the node core's pipeline call.
+
+        People without landmarks get them from the ``landmarker`` first, when there is one.
+        """
+        people = list(people)
+        if self.landmarker is not None and any(p.world_landmarks is None for p in people):
+            people = self.landmarker.landmarks_in_boxes(image_rgb, people)
+        return self.estimator.estimate(image_rgb, people, camera)
 
     def run(
         self,
