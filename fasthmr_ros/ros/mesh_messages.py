@@ -82,7 +82,9 @@ def detection_fields(
     if keypoints.size == 0:
         landmarks = None
     elif keypoints.size == 2 * num_keypoints:
-        landmarks = finite(keypoints.reshape(num_keypoints, 2), "keypoints_2d")
+        if not np.isfinite(keypoints).all():
+            raise ValueError("keypoints_2d has non-finite values")
+        landmarks = keypoints.reshape(num_keypoints, 2)
     else:
         raise ValueError(f"keypoints_2d must be empty or hold {2 * num_keypoints} values, got "
                          f"{keypoints.size}")
