@@ -9,8 +9,8 @@ Per frame: people come from the person detector (MediaPipe Pose, several per fra
 the caller (external boxes: a detection topic, ``--boxes``); the best ``max_people`` above
 ``score_threshold`` are kept; external boxes gain landmarks from the ``landmarker`` when one
 is given (MediaPipe Pose run inside each box, for estimators that fit landmarks); the
-tracker gives them ids, the estimator reconstructs them, and
-the results are stamped with their person's id and One-Euro smoothed
+tracker gives them ids, the estimator reconstructs them, and the results are stamped with
+their person's id and One-Euro smoothed
 (:class:`~fasthmr_ros.pipeline.temporal.MeshStream`, the same code as for hands).
 """
 

@@ -3,12 +3,12 @@
 Subscriptions (relative to the node's namespace): ``image`` or ``image/compressed``,
 ``camera_info`` (optional), ``person_detections`` (``PersonDetectionArray``, ``detector:
 external`` only; paired with images by stamp). Publications: ``bodies`` (``BodyMeshArray``),
-``bodies/markers``
-(``MarkerArray``: mesh, skeleton and joints per body), ``bodies/topology`` (``MeshTopology`` of
-the estimator's model, transient local), ``bodies/debug_image`` (optional), ``/tf`` pelvis
-frames ``<tf_prefix>body_<id>_pelvis`` (optional), ``/diagnostics``. Parameters:
-:data:`~fasthmr_ros.ros.parameters.BODY_NODE_PARAMETERS` (``config/bodies.yaml``). See
-:mod:`fasthmr_ros.ros.mesh_node` for everything it shares with the hand node.
+``bodies/markers`` (``MarkerArray``: mesh, skeleton and joints per body), ``bodies/topology``
+(``MeshTopology`` of the estimator's model, transient local), ``bodies/debug_image``
+(optional), ``/tf`` pelvis frames ``<tf_prefix>body_<id>_pelvis`` (optional),
+``/diagnostics``. Parameters: :data:`~fasthmr_ros.ros.parameters.BODY_NODE_PARAMETERS`
+(``config/bodies.yaml``). See :mod:`fasthmr_ros.ros.mesh_node` for everything it shares with
+the hand node.
 """
 
 from __future__ import annotations
