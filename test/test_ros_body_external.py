@@ -16,7 +16,12 @@ import time
 
 import numpy as np
 import pytest
-from ros_test_support import Collector, random_domain_id, write_loopback_config
+from ros_test_support import (
+    Collector,
+    connected_publisher,
+    random_domain_id,
+    write_loopback_config,
+)
 from test_body_external_boxes import boxes_around
 
 pytest.importorskip("cyclonedds", reason="the dds transport needs the cyclonedds package")
@@ -64,11 +69,8 @@ class Peer:
 
     def send(self, topic: str, msgtype: str, msg_or_raw) -> None:
         if topic not in self.publishers:
-            pub = self.transport.create_publisher(topic, msgtype, qos.DEFAULT)
-            deadline = time.monotonic() + 10
-            while pub.subscription_count() == 0 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            self.publishers[topic] = pub
+            self.publishers[topic] = connected_publisher(self.transport, topic, msgtype,
+                                                         qos.DEFAULT)
         raw = msg_or_raw if isinstance(msg_or_raw, bytes) else messages.serialize(
             msg_or_raw, msgtype)
         self.publishers[topic].publish(raw)
