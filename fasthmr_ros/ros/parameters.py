@@ -377,7 +377,8 @@ BODY_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
                   "estimator landmarks runs Pose inside each box)", read_only=True,
                   choices=BODY_DETECTORS),
     ParameterSpec("detector_confidence", DOUBLE, 0.5, "mediapipe: person detection and pose "
-                  "presence threshold", read_only=True, value_range=(0.0, 1.0)),
+                  "presence threshold (also of the Pose run inside external boxes)",
+                  read_only=True, value_range=(0.0, 1.0)),
     ParameterSpec("detector_max_people", INTEGER, 4, "mediapipe: most people searched per "
                   "image (each costs one more Pose pass)", read_only=True, value_range=(1, 16)),
     *(_HAND_SPECS[name] for name in ("image_transport", "image_reliability",
