@@ -193,3 +193,44 @@ def test_external_people_go_straight_to_hmr2(external_node, scene, body_assets, 
     (array,) = peer.bodies()
     assert len(array.bodies) == 2 and {b.model for b in array.bodies} == {"smpl"}
     assert all(b.vertices.shape == (6890 * 3,) for b in array.bodies)
+
+
+def test_bag_bodies_with_external_people(scene, tmp_path, capsys):
+    """``fasthmr bag bodies`` pairs a bag's PersonDetectionArray messages with its images."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from test_ros_bag import read_bag
+
+    from fasthmr_ros.cli.main import main
+
+    rgb, _, boxes = scene
+    store = messages.typestore()
+    det = store.types["fasthmr_ros/msg/PersonDetection"]
+    start = 1_700_000_000_000_000_000
+    with Writer(tmp_path / "in", version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        image = writer.add_connection("/cam/image_raw", "sensor_msgs/msg/Image", typestore=store)
+        info = writer.add_connection("/cam/camera_info", "sensor_msgs/msg/CameraInfo",
+                                     typestore=store)
+        people = writer.add_connection("/people", PERSON_DETECTION_ARRAY, typestore=store)
+        for i in range(3):
+            stamp = start + i * 33_000_000
+            header = messages.make_header(stamp, "cam_optical")
+            entries = [(0.9, boxes[0]), (0.7, boxes[1] if i != 1 else [5, 5, 1, 9])]
+            writer.write(people, stamp + 500, messages.serialize(messages.new_message(
+                PERSON_DETECTION_ARRAY, header=header,
+                detections=[det(score=s, box=np.array(b, np.float32),
+                                keypoints_2d=np.zeros(0, np.float32)) for s, b in entries]),
+                PERSON_DETECTION_ARRAY))
+            writer.write(image, stamp + 1000, messages.serialize(
+                encode_image(rgb, header), "sensor_msgs/msg/Image"))
+            writer.write(info, stamp + 2000, messages.serialize(
+                camera_info_message(header, SIZE[0], SIZE[1], CAMERA),
+                "sensor_msgs/msg/CameraInfo"))
+    output = tmp_path / "bodies.mcap"
+    assert main(["bag", "bodies", str(tmp_path / "in"), str(output), "--param",
+                 "detector=external", "--remap", "person_detections:=/people"]) == 0
+    assert "3 of 3 images processed" in capsys.readouterr().out
+    out, _, _ = read_bag(output)
+    assert [len(array.bodies) for _, array in out["/bodies"]] == [2, 1, 2]
+    for _, array in out["/bodies"]:
+        assert all(any(np.allclose(b.box, box, atol=1e-3) for box in boxes)
+                   for b in array.bodies)
