@@ -53,6 +53,8 @@ ARGUMENTS = (
     ("rviz_config", None, "RViz configuration (default: the package's config/bodies.rviz)"),
     ("use_sim_time", "false", "use /clock (for bag playback)"),
     ("lifecycle", "false", "managed node: starts unconfigured, driven by `ros2 lifecycle set`"),
+    ("attach_hands", "false", "pose the bodies' fingers from the hand node's hands topic "
+     "(estimator landmarks; whole_body.launch.py sets it)"),
 )
 
 
@@ -64,6 +66,7 @@ def generate_launch_description() -> LaunchDescription:
                 "rviz_config": PathJoinSubstitution([share, "config", "bodies.rviz"])}
     return LaunchDescription(
         hands.declare_arguments(ARGUMENTS, defaults)
-        + [hands.mesh_node(executable="body_mesh_node", parameter_arguments=PARAMETER_ARGUMENTS),
+        + [hands.mesh_node(executable="body_mesh_node", parameter_arguments=PARAMETER_ARGUMENTS,
+                          bool_arguments=("attach_hands",)),
            hands.rviz_node(LaunchConfiguration("rviz_config"))]
     )

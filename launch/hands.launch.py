@@ -46,10 +46,12 @@ ARGUMENTS = (
 )
 
 
-def mesh_node(executable: str, parameter_arguments) -> OpaqueFunction:
+def mesh_node(executable: str, parameter_arguments, bool_arguments=()) -> OpaqueFunction:
     """The mesh node ``executable`` (also its name), with given model arguments as overrides.
 
-    Shared with body.launch.py (which loads this file): one node description for both nodes.
+    ``parameter_arguments`` set their string parameter when not empty; ``bool_arguments``
+    (names) always set their boolean parameter. Shared with body.launch.py (which loads this
+    file): one node description for both nodes.
     """
     def create(context, *args, **kwargs) -> list:
         arg = LaunchConfiguration
@@ -68,6 +70,8 @@ def mesh_node(executable: str, parameter_arguments) -> OpaqueFunction:
                     arg("params_file"),
                     # One dict, never empty: given model arguments override the file.
                     {**overrides,
+                     **{name: ParameterValue(arg(name), value_type=bool)
+                        for name in bool_arguments},
                      "use_sim_time": ParameterValue(arg("use_sim_time"), value_type=bool),
                      "lifecycle": ParameterValue(arg("lifecycle"), value_type=bool)},
                 ],

@@ -6,8 +6,9 @@
 Both nodes read the same image and CameraInfo topics and publish hands/... and bodies/... in
 the same namespace; RViz (config/whole_body.rviz) shows both. The hand node takes its
 parameters from ``hands_params_file`` (config/hands.yaml), the body node from
-``bodies_params_file`` (config/bodies.yaml). Hands are not yet attached to the body's wrists:
-the body's fingers stay in their rest pose.
+``bodies_params_file`` (config/bodies.yaml). The body node subscribes to the hand node's
+``hands`` (``attach_hands``, on unless ``attach_hands:=false``): where a hand is seen at a
+body's wrist, the body's hand takes its orientation and finger pose (landmark estimator).
 """
 
 from launch import LaunchDescription
@@ -26,6 +27,7 @@ ARGUMENTS = (
     ("hands_params_file", None, "hand node parameter YAML (default: config/hands.yaml)"),
     ("bodies_params_file", None, "body node parameter YAML (default: config/bodies.yaml)"),
     ("checkpoint", "", "hand node: HaMeR checkpoint (empty: from hands_params_file)"),
+    ("attach_hands", "true", "body node: pose the bodies' fingers from the hand node's hands"),
     ("use_rviz", "true", "start RViz with config/whole_body.rviz"),
     ("use_sim_time", "false", "use /clock (for bag playback)"),
 )
@@ -61,5 +63,6 @@ def generate_launch_description() -> LaunchDescription:
            # The body launch starts the one RViz, with both nodes' displays.
            include("body.launch.py", {
                "params_file": arg("bodies_params_file"), "use_rviz": arg("use_rviz"),
+               "attach_hands": arg("attach_hands"),
                "rviz_config": PathJoinSubstitution([share, "config", "whole_body.rviz"])})]
     )

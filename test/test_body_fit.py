@@ -54,7 +54,7 @@ def _synthetic_person(model, fitter, rng, scale=1.05):
     rotations = pose_rotations(model, local, Rotation.from_rotvec(rng.normal(0, 0.3, 3))
                                .as_matrix())
     vertices, heads = model.skin(rotations, scale)
-    points = fitter._landmarks(vertices, heads)
+    points = fitter.landmark_points(vertices, heads)
     points[np.isnan(points[:, 0])] = points[0]  # landmarks the body has no point for
     hips = 0.5 * (points[23] + points[24])
     camera_rotation = Rotation.from_rotvec([0.1, -0.3, 0.05]).as_matrix()

@@ -28,7 +28,8 @@ outputs, per frame, in --out:
   <name>.json          image size, camera, model, and per body: score, box (x1 y1 x2 y2 px),
                        joints (J x 3 m, camera optical frame, the model's joint order),
                        keypoints_2d (J x 2 px), cam_t (pelvis, m), height_m, track_id (null
-                       for still images), fit_residual_m / fit_residual_px (landmark fit)
+                       for still images), fit_residual_m / fit_residual_px (landmark fit),
+                       hands_attached {left, right} (--hands)
   <name>.npz           vertices (N,V,3 m), joints, keypoints_2d, cam_t, model_params, faces,
                        joint_names, parameter_names
   <name>_overlay.png   the frame with meshes, skeletons and boxes drawn
@@ -45,8 +46,13 @@ box files (--boxes, people from your own detector) map frame keys to person list
   landmarks runs MediaPipe Pose inside each box (enlarged by 20%) for the landmarks it fits;
   hmr2 crops the boxes straight for the network. Frames without a key have no people.
 
+--hands (landmark fit only): MediaPipe's hand detector and the landmark hand fit run on each
+  frame too, and a hand found at a body's wrist (same side, within half a forearm) sets that
+  hand's orientation and curls its fingers; without it the fingers keep their rest pose.
+
 examples:
   fasthmr bodies photo.jpg --out out/
+  fasthmr bodies photo.jpg --hands --out out/
   fasthmr bodies clip.mp4 --max-people 2 --fx 910 --out out/
   fasthmr bodies photo.jpg --boxes people.json --out out/
 """
@@ -95,6 +101,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        ("cx", "principal point x (default: width / 2)"),
                        ("cy", "principal point y (default: height / 2)")):
         camera.add_argument(f"--{name}", type=float, help=text)
+    parser.add_argument("--hands", action="store_true",
+                        help="also fit the hands and pose each body's fingers from the hand at "
+                             "its wrist (landmark estimator; about one more MediaPipe pass)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--wireframe", action="store_true",
                         help="draw mesh edges instead of shaded triangles")
@@ -131,10 +140,42 @@ def body_record(
                 "fit_residual_m": extra(body, FIT_RESIDUAL_M),
                 "fit_residual_px": extra(body, FIT_RESIDUAL_PX),
                 "track_id": body.track_id,
+                "hands_attached": _hands_attached(body),
             }
             for body in bodies
         ],
     }
+
+
+def _hands_attached(body: BodyResult) -> dict[str, bool] | None:
+    from fasthmr_ros.pipeline.hand_attachment import ATTACHED_HANDS
+
+    value = body.extras.get(ATTACHED_HANDS)
+    if value is None:
+        return None
+    left, right = (int(v) for v in np.asarray(value).reshape(-1)[:2])
+    return {"left": left >= 0, "right": right >= 0}
+
+
+def _hand_source(args: argparse.Namespace, estimator: Any) -> Any:
+    """The hand detector + landmark hand fit of ``--hands`` (``None`` without it)."""
+    if not args.hands:
+        return None
+    if not getattr(estimator, "attaches_hands", False):
+        raise CommandError("--hands needs an estimator that attaches hands, the landmark fit "
+                           "(the HMR2.0 network's SMPL body has no finger bones)")
+    from fasthmr_ros.pipeline.hand_attachment import DetectedHands
+    from fasthmr_ros.pipeline.landmark_hand_pipeline import LandmarkHandPipeline
+
+    try:
+        from fasthmr_ros.pipeline.mediapipe_detector import MediaPipeHandDetector
+
+        detector = MediaPipeHandDetector(
+            max_hands=2 * args.max_people, min_detection_confidence=args.detection_threshold,
+            min_landmark_confidence=args.detection_threshold, use_pose=False)
+    except (ImportError, FileNotFoundError) as exc:
+        raise CommandError(f"--hands: the hand detector cannot start: {exc}") from None
+    return DetectedHands(detector, LandmarkHandPipeline())
 
 
 def save_bodies(
@@ -233,12 +274,14 @@ def _run(args: argparse.Namespace) -> int:
             raise CommandError(str(exc)) from None
     tqdm.write(f"bodies: estimator '{args.estimator or 'landmarks'}', model {estimator.info.name} "
                f"({estimator.info.licence or 'see its documentation'})")
+    stream = MeshStream(smoothing=not args.no_smoothing)
+    hand_source = _hand_source(args, estimator)
     if boxes is None:
         pipeline = BodyPipeline(estimator, detector, max_people=args.max_people,
-                                stream=MeshStream(smoothing=not args.no_smoothing))
+                                stream=stream, hand_source=hand_source)
     else:
         pipeline = BodyPipeline(estimator, max_people=args.max_people, landmarker=detector,
-                                stream=MeshStream(smoothing=not args.no_smoothing))
+                                stream=stream, hand_source=hand_source)
     matched = 0
     info = pipeline.info
     count = body_count = 0

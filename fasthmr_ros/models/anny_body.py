@@ -356,11 +356,24 @@ class AnnyBodyModel:
             )
         if heads is None:
             heads = self.joints(rotations, scale, translation)
+        return self._blend(rotations, scale, heads, self._weights, self.rest_vertices), heads
+
+    def skin_vertices(
+        self, rotations: np.ndarray, scale: float, heads: np.ndarray, indices: np.ndarray
+    ) -> np.ndarray:
+        """Skin only the vertices ``indices`` (e.g. landmark vertices): ``(len(indices), 3)``.
+
+        ``heads`` are :meth:`joints` of the same pose.
+        """
+        return self._blend(np.asarray(rotations, dtype=np.float64), scale, heads,
+                           self._weights[indices], self.rest_vertices[indices])
+
+    def _blend(
+        self, rotations: np.ndarray, scale: float, heads: np.ndarray,
+        weights: sparse.csr_matrix, rest: np.ndarray,
+    ) -> np.ndarray:
+        """Linear blend skinning of ``rest`` points with their rows of the weights."""
         shift = heads - np.einsum("kij,kj->ki", rotations, scale * self.rest_heads)
-        blended = self._weights @ np.concatenate(
-            (rotations.reshape(-1, 9), shift), axis=1
-        )
+        blended = weights @ np.concatenate((rotations.reshape(-1, 9), shift), axis=1)
         matrices = blended[:, :9].reshape(-1, 3, 3)
-        vertices = np.einsum("vij,vj->vi", matrices, scale * self.rest_vertices)
-        vertices += blended[:, 9:]
-        return vertices, heads
+        return np.einsum("vij,vj->vi", matrices, scale * rest) + blended[:, 9:]

@@ -250,6 +250,22 @@ class AnnyHandModel:
         vertices = self.skin(world)
         return vertices, self.joints(world, vertices)
 
+    def bone_rotations(self, orientation: np.ndarray, rotations: np.ndarray) -> np.ndarray:
+        """Each bone's rotation from its rest (bind) pose for a fitted pose: ``(B, 3, 3)``.
+
+        ``orientation`` is the hand's rotation (``model_params``' ``orient``) and ``rotations``
+        the local rotations of :attr:`pose_bones`, as :func:`split_anny_hand_params` returns
+        them. The result is the rotation part of each bone's skinning transform ``W P^-1`` in
+        the frame the hand was fitted in, free of bone scales: the pose another rig with the
+        same rest hand (the Anny body's) needs to curl its fingers the same way.
+        """
+        deltas = np.tile(np.eye(4), (self.num_bones, 1, 1))
+        deltas[0, :3, :3] = orientation
+        deltas[0] = deltas[0] @ self.reference_poses[0]
+        deltas[list(self.pose_bones), :3, :3] = rotations
+        world = self.posed_bones(deltas)[:, :3, :3]
+        return world @ self.data.rest_bone_poses[:, :3, :3].transpose(0, 2, 1)
+
     def reference_deltas(self) -> np.ndarray:
         """Deltas of the reference pose: the root at its reference pose, identity elsewhere."""
         deltas = np.tile(np.eye(4), (self.num_bones, 1, 1))
@@ -272,6 +288,28 @@ def anny_hand_parameter_names(bone_labels: tuple[str, ...]) -> tuple[str, ...]:
     for label in bone_labels[2:]:
         names += [f"{label}_x", f"{label}_y", f"{label}_z"]
     return tuple(names)
+
+
+def split_anny_hand_params(
+    params: np.ndarray, num_pose_bones: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The hand rotation ``(3, 3)`` and the bones' local rotations ``(N, 3, 3)`` of params.
+
+    ``params`` is an Anny hand's ``model_params`` (:func:`anny_hand_parameter_names`) for a
+    model with ``num_pose_bones`` posed bones; raises ``ValueError`` for another length.
+    """
+    from scipy.spatial.transform import Rotation
+
+    values = np.asarray(params, dtype=np.float64).reshape(-1)
+    start = 1 + len(FINGERS) + len(FINGERS) - 1  # scale, finger lengths, palm scales
+    if values.shape[0] != start + 3 + 3 * num_pose_bones or not np.isfinite(values).all():
+        raise ValueError(
+            f"an Anny hand's model_params hold {start + 3 + 3 * num_pose_bones} finite values, "
+            f"got {values.shape[0]}"
+        )
+    orientation = Rotation.from_rotvec(values[start:start + 3]).as_matrix()
+    rotations = Rotation.from_rotvec(values[start + 3:].reshape(-1, 3)).as_matrix()
+    return orientation, rotations
 
 
 @lru_cache(maxsize=1)

@@ -5,6 +5,8 @@ On a rendered scene of two Anny bodies (640x480, nothing read from disk but the 
 - ``detect``: MediaPipe Pose person detection, every person of the frame (one Pose pass per
   person plus the pass that finds nobody new);
 - ``fit_per_body``: the analytic fit of one body (scale, per-bone rotations, skinning, PnP);
+- ``fit_per_body_hands``: the same with a landmark-fit hand at each wrist (matching, the hands'
+  bone rotations, the wrists and fingers posed from them);
 - ``skin``: the numpy linear blend skinning alone (13,718 vertices, 104 bones);
 - ``anny_forward``: Anny's own torch forward for the same mesh, for comparison (when the
   ``anny`` package and its cached model data are there).
@@ -62,6 +64,10 @@ def run_body_benchmark(
     fit = _time(lambda: fitter.estimate(rgb, people, camera), warmup, iterations)
     stages["fit_per_body"] = {k: v / len(people) if k != "iterations" else v
                               for k, v in fit.items()}
+    hands = [hand for person in people for hand in _hands_at_wrists(person)]
+    fit = _time(lambda: fitter.estimate(rgb, people, camera, hands=hands), warmup, iterations)
+    stages["fit_per_body_hands"] = {k: v / len(people) if k != "iterations" else v
+                                    for k, v in fit.items()}
     rotations = np.tile(np.eye(3), (model.num_bones, 1, 1))
     stages["skin"] = _time(lambda: model.skin(rotations), warmup, iterations)
     if anny_forward:
@@ -69,6 +75,26 @@ def run_body_benchmark(
         if reference is not None:
             stages["anny_forward"] = _time(reference, warmup, iterations)
     return {"bodies": len(people), "stages": stages}
+
+
+def _hands_at_wrists(person: Any) -> list[Any]:
+    """A landmark-fit Anny hand (rest pose) at each wrist of ``person``."""
+    from fasthmr_ros.models.anny_hand import shipped_anny_hand
+    from fasthmr_ros.models.mesh_model import MODEL_ANNY_HAND
+    from fasthmr_ros.pipeline.hand_attachment import SIDE_LANDMARKS
+    from fasthmr_ros.pipeline.results import HandResult
+
+    params = np.zeros(1 + 5 + 4 + 3 + 3 * len(shipped_anny_hand().pose_bones), np.float32)
+    params[:10] = 1.0  # scale, finger lengths, palm scales
+    hands = []
+    for side, (wrist, _) in SIDE_LANDMARKS.items():
+        keypoints = np.tile(np.asarray(person.keypoints_2d[wrist], np.float32), (21, 1))
+        hands.append(HandResult(side=side, score=1.0, box=np.zeros(4), keypoints_2d=keypoints,
+                                joints=np.zeros((21, 3), np.float32),
+                                vertices=np.zeros((0, 3), np.float32), cam_t=np.zeros(3),
+                                wrist_rotation=np.eye(3), model=MODEL_ANNY_HAND,
+                                model_params=params))
+    return hands
 
 
 def _anny_reference() -> Callable[[], Any] | None:

@@ -13,12 +13,17 @@ The permissive default :class:`~fasthmr_ros.pipeline.body_estimator.BodyEstimato
    the landmark direction, so its twist about its own axis (not observable from landmarks) is
    inherited from the parent and stays bounded; swings are bounded to ``max_swing_deg``. The
    hand gets a full rotation from the wrist, index and pinky landmarks, bounded to
-   ``max_wrist_deg`` from the forearm. Fingers and toes keep their rest pose (fingers from the
-   hand fit are not attached yet).
+   ``max_wrist_deg`` from the forearm. Toes keep their rest pose; so do the fingers unless a
+   hand is attached to that wrist (step 4).
 3. **Placement.** The fitted body's landmark points and the 33 image landmarks give a
    perspective-n-point solve with the real intrinsics (OpenCV's iterative solver, started from
    the closed-form translation of :func:`~fasthmr_ros.pipeline.camera.solve_translation`), so
    the body is placed metrically in the camera optical frame.
+4. **Attached hands.** Given the camera-frame bone rotations of a hand fitted at that wrist
+   (:mod:`fasthmr_ros.pipeline.hand_attachment`: the Anny hand rig is the body's hand, bone
+   for bone, with the same rest pose), the body's hand takes that hand's orientation (bounded
+   to ``max_wrist_deg`` from the forearm) and every finger bone its rotation relative to the
+   wrist: the body's fingers curl as the hand fit's.
 
 Each result reports ``extras[FIT_RESIDUAL_M]`` (mean distance in metres between the fitted
 body's landmark points and the world landmarks, hip centres aligned, before placement) and
@@ -34,33 +39,60 @@ relative to its parent ...]`` (the root's relative to the camera), as ``info.par
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from fasthmr_ros.models.anny_body import AnnyBodyModel
+from fasthmr_ros.models.anny_body import CANONICAL_FROM_ANNY, AnnyBodyModel
+from fasthmr_ros.models.anny_hand import shipped_anny_hand
 from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.pipeline.body_estimator import PERSON_INDEX
 from fasthmr_ros.pipeline.camera import project_points, solve_translation
+from fasthmr_ros.pipeline.hand_attachment import (
+    ATTACHED_HANDS,
+    hand_bone_rotations,
+    match_hands_to_wrists,
+)
+from fasthmr_ros.pipeline.pose_landmarks import (
+    LEFT_ANKLE,
+    LEFT_EAR,
+    LEFT_ELBOW,
+    LEFT_EYE,
+    LEFT_FOOT_INDEX,
+    LEFT_HEEL,
+    LEFT_HIP,
+    LEFT_INDEX,
+    LEFT_KNEE,
+    LEFT_PINKY,
+    LEFT_SHOULDER,
+    LEFT_THUMB,
+    LEFT_WRIST,
+    NOSE,
+    NUM_LANDMARKS,
+    RIGHT_ANKLE,
+    RIGHT_EAR,
+    RIGHT_ELBOW,
+    RIGHT_EYE,
+    RIGHT_FOOT_INDEX,
+    RIGHT_HEEL,
+    RIGHT_HIP,
+    RIGHT_INDEX,
+    RIGHT_KNEE,
+    RIGHT_PINKY,
+    RIGHT_SHOULDER,
+    RIGHT_THUMB,
+    RIGHT_WRIST,
+)
 from fasthmr_ros.pipeline.results import (
     FIT_RESIDUAL_M,
     FIT_RESIDUAL_PX,
     BodyResult,
     CameraIntrinsics,
+    HandResult,
     PersonBox,
 )
-
-#: BlazePose landmark ids.
-NOSE, LEFT_EYE, RIGHT_EYE, LEFT_EAR, RIGHT_EAR = 0, 2, 5, 7, 8
-LEFT_SHOULDER, RIGHT_SHOULDER, LEFT_ELBOW, RIGHT_ELBOW = 11, 12, 13, 14
-LEFT_WRIST, RIGHT_WRIST, LEFT_PINKY, RIGHT_PINKY = 15, 16, 17, 18
-LEFT_INDEX, RIGHT_INDEX, LEFT_THUMB, RIGHT_THUMB = 19, 20, 21, 22
-LEFT_HIP, RIGHT_HIP, LEFT_KNEE, RIGHT_KNEE = 23, 24, 25, 26
-LEFT_ANKLE, RIGHT_ANKLE, LEFT_HEEL, RIGHT_HEEL = 27, 28, 29, 30
-LEFT_FOOT_INDEX, RIGHT_FOOT_INDEX = 31, 32
-NUM_LANDMARKS = 33
 
 #: Landmarks that are Anny bone heads. MediaPipe's left/right are the person's own sides,
 #: Anny's ``.L``/``.R`` too.
@@ -192,10 +224,13 @@ class LandmarkBodyFitter:
              for i in range(NUM_LANDMARKS)]
         )
         self._landmark_vertices = self._find_landmark_vertices()
+        self._vertex_landmarks = np.array(list(self._landmark_vertices), dtype=np.int64)
+        self._vertex_ids = np.array(list(self._landmark_vertices.values()), dtype=np.int64)
         self._used = np.array(
             [i in _BONE_LANDMARKS or i in self._landmark_vertices for i in range(NUM_LANDMARKS)]
         )
-        rest = self._landmarks(m.rest_vertices, m.rest_heads)
+        self._hand_bones = {side: self._hand_subtree(side) for side in ("left", "right")}
+        rest = self._landmarks(m.rest_vertices[self._vertex_ids], m.rest_heads)
         self._rest = rest
         self._rest_lengths = self._segment_lengths(rest)
 
@@ -210,41 +245,74 @@ class LandmarkBodyFitter:
         """Why people of the last :meth:`estimate` call were skipped."""
         return list(self._skipped)
 
+    @property
+    def attaches_hands(self) -> bool:
+        """Whether :meth:`estimate` takes ``hands`` (it does: fingers from the hand fit)."""
+        return True
+
     def estimate(
         self,
         image_rgb: np.ndarray | None,
         people: Sequence[PersonBox],
         camera: CameraIntrinsics,
+        hands: Sequence[HandResult] | None = None,
     ) -> list[BodyResult]:
-        """Fit every person that carries MediaPipe landmarks (the image itself is not read)."""
+        """Fit every person that carries MediaPipe landmarks (the image itself is not read).
+
+        ``hands`` (the frame's hand results, any hand model) are attached to the wrists they
+        lie at (:func:`~fasthmr_ros.pipeline.hand_attachment.match_hands_to_wrists`); each
+        result's ``extras[ATTACHED_HANDS]`` names the index in ``hands`` of its left and right
+        hand (-1: none, the fingers keep their rest pose).
+        """
         self._skipped = []
         results = []
-        for index, person in enumerate(people):
+        matches = match_hands_to_wrists(people, hands) if hands else [{} for _ in people]
+        for index, (person, matched) in enumerate(zip(people, matches, strict=True)):
+            attached = {}
+            for side, hand_index in matched.items():
+                try:
+                    attached[side] = hand_bone_rotations(hands[hand_index])  # type: ignore[index]
+                except ValueError as exc:
+                    self._skipped.append(f"person {index}: {side} hand not attached: {exc}")
             try:
-                result = self.fit(person, camera)
+                result = self.fit(person, camera, attached)
             except LandmarkFitError as exc:
                 self._skipped.append(f"person {index}: {exc}")
                 continue
             result.extras[PERSON_INDEX] = np.array([index], dtype=np.int64)
+            result.extras[ATTACHED_HANDS] = np.array(
+                [matched.get(side, -1) if side in attached else -1 for side in ("left", "right")],
+                dtype=np.int64)
             results.append(result)
         return results
 
     # ---------------------------------------------------------------------- the fit
-    def fit(self, person: PersonBox, camera: CameraIntrinsics) -> BodyResult:
-        """Fit one person; raise :class:`LandmarkFitError` for an unusable landmark set."""
+    def fit(
+        self,
+        person: PersonBox,
+        camera: CameraIntrinsics,
+        hands: Mapping[str, np.ndarray] | None = None,
+    ) -> BodyResult:
+        """Fit one person; raise :class:`LandmarkFitError` for an unusable landmark set.
+
+        ``hands`` maps ``"left"`` / ``"right"`` to the camera-frame bone rotations of the hand
+        attached to that wrist (:func:`~fasthmr_ros.pipeline.hand_attachment.hand_bone_rotations`).
+        """
         world, image, visible = self._check(person)
         scale = self._scale(world)
         rotations = self._rotations(world)
         m = self.model
         heads = m.joints(rotations, scale)
-        vertices, heads = m.skin(rotations, scale, heads=heads)
-        points = self._landmarks(vertices, heads)
-        hips = 0.5 * (points[LEFT_HIP] + points[RIGHT_HIP])
-        shift = 0.5 * (world[LEFT_HIP] + world[RIGHT_HIP]) - hips
-        points += shift
+        points, shift = self._placed_landmarks(rotations, scale, heads, world)
         fit_mask = self._used & visible
-        residual_m = float(np.mean(np.linalg.norm(points[fit_mask] - world[fit_mask], axis=1)))
         rotation, translation = self._place(points[fit_mask], image[fit_mask], camera)
+        if hands:
+            for side, bone_rotations in hands.items():
+                self._attach_hand(rotations, side, rotation.T @ bone_rotations)
+            heads = m.joints(rotations, scale)
+            points, shift = self._placed_landmarks(rotations, scale, heads, world)
+        residual_m = float(np.mean(np.linalg.norm(points[fit_mask] - world[fit_mask], axis=1)))
+        vertices, heads = m.skin(rotations, scale, heads=heads)
         offset = rotation @ shift + translation
         vertices = vertices @ rotation.T + offset
         joints = heads @ rotation.T + offset
@@ -381,6 +449,45 @@ class LandmarkBodyFitter:
                 rotations[k] = turn @ carried
         return rotations
 
+    # ---------------------------------------------------------------- attached hands
+    def _hand_subtree(self, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A body hand's bones, the hand rig's bone of the same name, and their parents.
+
+        The bones are the wrist and its descendants (parents first); a bone the hand rig
+        lacks (-1) follows its parent.
+        """
+        m = self.model
+        suffix = {"left": "L", "right": "R"}[side]
+        labels = shipped_anny_hand().data.bone_labels  # right-hand rig: "<bone>.R"
+        wrist = m.bone(f"wrist.{suffix}")
+        inside = {wrist}
+        for k, parent in enumerate(m.parents):  # bones are stored parents first
+            if parent in inside:
+                inside.add(k)
+        bones = np.array(sorted(inside), dtype=np.int64)
+        names = [m.assets.bone_names[k] for k in bones]
+        hand = np.array([labels.index(f"{name[:-2]}.R") if f"{name[:-2]}.R" in labels else -1
+                         for name in names], dtype=np.int64)
+        return bones, hand, m.parents[bones]
+
+    def _attach_hand(self, rotations: np.ndarray, side: str, hand: np.ndarray) -> None:
+        """Turn the wrist and curl the fingers of ``side`` as ``hand`` (in place).
+
+        ``hand`` holds the hand rig's bone rotations from its rest pose in the body's world
+        frame (Anny's axes in the rest pose: the canonical frame needs ``CANONICAL_FROM_ANNY``).
+        """
+        canonical = CANONICAL_FROM_ANNY
+        bones, hand_bones, parents = self._hand_bones[side]
+        wrist, wrist_hand = bones[0], hand_bones[0]
+        carried = rotations[parents[0]]
+        target = hand[wrist_hand] @ canonical.T
+        rotations[wrist] = carried @ _bounded(carried.T @ target, self.max_wrist)
+        # Each finger bone relative to the wrist, as in the hand: D_b = D_w C G_w^T G_b C^T.
+        relative = canonical @ hand[wrist_hand].T
+        for bone, hand_bone, parent in zip(bones[1:], hand_bones[1:], parents[1:], strict=True):
+            rotations[bone] = (rotations[wrist] @ relative @ hand[hand_bone] @ canonical.T
+                               if hand_bone >= 0 else rotations[parent])
+
     # ---------------------------------------------------------------- landmarks, PnP
     def _find_landmark_vertices(self) -> dict[int, int]:
         """Mesh vertices standing for the landmarks that are not bone heads."""
@@ -408,14 +515,31 @@ class LandmarkBodyFitter:
             out[toe] = int(toes[np.argmin(v[toes, 2])])
         return out
 
-    def _landmarks(self, vertices: np.ndarray, heads: np.ndarray) -> np.ndarray:
-        """The 33 landmark points of a posed body (NaN where the body has none)."""
+    def _landmarks(self, landmark_vertices: np.ndarray, heads: np.ndarray) -> np.ndarray:
+        """The 33 landmark points of a posed body (NaN where the body has none).
+
+        ``landmark_vertices`` are the posed vertices standing for landmarks, in the order of
+        ``_landmark_vertices``.
+        """
         points = np.full((NUM_LANDMARKS, 3), np.nan)
         has_bone = self._landmark_bones >= 0
         points[has_bone] = heads[self._landmark_bones[has_bone]]
-        for landmark, vertex in self._landmark_vertices.items():
-            points[landmark] = vertices[vertex]
+        points[self._vertex_landmarks] = landmark_vertices
         return points
+
+    def landmark_points(self, vertices: np.ndarray, heads: np.ndarray) -> np.ndarray:
+        """The 33 landmark points ``(33, 3)`` of a posed mesh and its joints (NaN: none)."""
+        return self._landmarks(vertices[self._vertex_ids], heads)
+
+    def _placed_landmarks(
+        self, rotations: np.ndarray, scale: float, heads: np.ndarray, world: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The posed landmark points, hip centre on the world landmarks', and that shift."""
+        vertices = self.model.skin_vertices(rotations, scale, heads, self._vertex_ids)
+        points = self._landmarks(vertices, heads)
+        shift = (0.5 * (world[LEFT_HIP] + world[RIGHT_HIP])
+                 - 0.5 * (points[LEFT_HIP] + points[RIGHT_HIP]))
+        return points + shift, shift
 
     def _place(
         self, points: np.ndarray, image: np.ndarray, camera: CameraIntrinsics

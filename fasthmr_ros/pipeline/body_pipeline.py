@@ -11,13 +11,16 @@ the caller (external boxes: a detection topic, ``--boxes``); the best ``max_peop
 is given (MediaPipe Pose run inside each box, for estimators that fit landmarks); the
 tracker gives them ids, the estimator reconstructs them, and the results are stamped with
 their person's id and One-Euro smoothed
-(:class:`~fasthmr_ros.pipeline.temporal.MeshStream`, the same code as for hands).
+(:class:`~fasthmr_ros.pipeline.temporal.MeshStream`, the same code as for hands). With a hand
+source (the frame's hand results: the hand pipeline on the same image, or the hand node's
+latest message), an estimator that attaches hands (the landmark fit) curls each body's
+fingers as the hand found at that wrist (:mod:`fasthmr_ros.pipeline.hand_attachment`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,7 +28,7 @@ import numpy as np
 
 from fasthmr_ros.models.mesh_model import MeshModelInfo
 from fasthmr_ros.pipeline.body_estimator import PERSON_INDEX, BodyEstimator
-from fasthmr_ros.pipeline.results import BodyResult, CameraIntrinsics, PersonBox
+from fasthmr_ros.pipeline.results import BodyResult, CameraIntrinsics, HandResult, PersonBox
 from fasthmr_ros.pipeline.temporal import MeshStream
 
 
@@ -50,6 +53,7 @@ class BodyTimings:
     """Milliseconds spent per stage of the last frame."""
 
     detect_ms: float = 0.0
+    hands_ms: float = 0.0  # the hand source (part of estimate_ms)
     estimate_ms: float = 0.0
     track_ms: float = 0.0
 
@@ -84,6 +88,8 @@ class BodyPipeline:
         stream: tracking and smoothing state (default: :class:`MeshStream` with defaults).
         max_people: most bodies per frame (highest scores).
         score_threshold: people scoring lower are ignored.
+        hand_source: ``(image_rgb, camera) -> hands`` of the frame, attached to the bodies'
+            wrists by estimators that attach hands; ``None``: fingers keep their rest pose.
         landmarker: gives external boxes (no landmarks) MediaPipe Pose landmarks before the
             estimator runs; ``None`` (the default) passes boxes on as they are (the HMR2.0
             network needs only the box).
@@ -98,6 +104,8 @@ class BodyPipeline:
         stream: MeshStream | None = None,
         max_people: int = 4,
         score_threshold: float = 0.0,
+        hand_source: Callable[[np.ndarray, CameraIntrinsics], Sequence[HandResult]]
+        | None = None,
         landmarker: BoxLandmarker | None = None,
     ) -> None:
         if int(max_people) < 1:
@@ -107,6 +115,9 @@ class BodyPipeline:
         self.stream = stream or MeshStream()
         self.max_people = int(max_people)
         self.score_threshold = float(score_threshold)
+        self.hand_source = hand_source
+        #: The hands of the last frame that the hand source gave (attached or not).
+        self.last_hands: list[HandResult] = []
         self.landmarker = landmarker
         self.timings = BodyTimings()
 
@@ -130,7 +141,15 @@ class BodyPipeline:
         people = list(people)
         if self.landmarker is not None and any(p.world_landmarks is None for p in people):
             people = self.landmarker.landmarks_in_boxes(image_rgb, people)
-        return self.estimator.estimate(image_rgb, people, camera)
+        self.last_hands = []
+        self.timings.hands_ms = 0.0
+        if self.hand_source is None or not getattr(self.estimator, "attaches_hands", False):
+            return self.estimator.estimate(image_rgb, people, camera)
+        start = time.perf_counter()
+        self.last_hands = list(self.hand_source(image_rgb, camera)) if people else []
+        self.timings.hands_ms = 1e3 * (time.perf_counter() - start)
+        return self.estimator.estimate(  # type: ignore[call-arg]
+            image_rgb, people, camera, hands=self.last_hands)
 
     def run(
         self,
@@ -162,6 +181,7 @@ class BodyPipeline:
         done = time.perf_counter()
         self.timings = BodyTimings(
             detect_ms=1e3 * (detected - start),
+            hands_ms=self.timings.hands_ms,
             estimate_ms=1e3 * (estimated - detected),
             track_ms=1e3 * (done - estimated),
         )

@@ -188,3 +188,43 @@ def boxes_from_detections(msg: Any, store: Any | None = None) -> tuple[list[Hand
         except ValueError as exc:
             problems.append(f"detection {index}: {exc}")
     return boxes, problems
+
+
+def hands_from_message(msg: Any, store: Any | None = None) -> tuple[list[HandResult], list[str]]:
+    """Convert a ``HandMeshArray`` back to :class:`HandResult` objects (for hand attachment).
+
+    Joints, 2D keypoints, side, score, box, the wrist pose, the model and its parameters come
+    back; ``vertices`` stay empty (``(0, 3)``) and MANO rotations are not rebuilt.
+
+    Returns:
+        The hands and, for each hand that was skipped, the reason.
+
+    """
+    store = store if store is not None else messages.typestore()
+    hands: list[HandResult] = []
+    problems: list[str] = []
+    for index, hand in enumerate(msg.hands):
+        try:
+            joints = finite(np.array([[p.x, p.y, p.z] for p in hand.joints], dtype=np.float64)
+                            .reshape(-1, 3), "joints")
+            keypoints = finite(np.asarray(hand.keypoints_2d, dtype=np.float64), "keypoints_2d")
+            q = hand.wrist_pose.orientation
+            quat = np.array([q.x, q.y, q.z, q.w], dtype=np.float64)
+            if not (np.isfinite(quat).all() and np.linalg.norm(quat) > 1e-6):
+                raise ValueError("the wrist orientation is not a rotation")
+            t = hand.camera_translation
+            hands.append(HandResult(
+                side=side_name(int(hand.side), HAND_MESH, store),
+                score=float(hand.score),
+                box=np.asarray(hand.box, dtype=np.float64),
+                keypoints_2d=shaped(keypoints.reshape(-1, 2), (NUM_JOINTS, 2), "keypoints_2d"),
+                joints=shaped(joints, (NUM_JOINTS, 3), "joints"),
+                vertices=np.zeros((0, 3), dtype=np.float32),
+                cam_t=np.array([t.x, t.y, t.z], dtype=np.float64),
+                wrist_rotation=Rotation.from_quat(quat).as_matrix(),
+                model=str(hand.model),
+                model_params=np.asarray(hand.model_params, dtype=np.float32),
+            ))
+        except ValueError as exc:
+            problems.append(f"hand {index}: {exc}")
+    return hands, problems

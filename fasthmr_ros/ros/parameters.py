@@ -369,6 +369,13 @@ BODY_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("anny_cache_dir", STRING, "", "estimator landmarks: package cache root for "
                   "the compacted Anny body (built on first use); empty: ~/.cache/fasthmr_ros",
                   read_only=True),
+    ParameterSpec("attach_hands", BOOL, False, "estimator landmarks: subscribe to hands (the "
+                  "hand node's HandMeshArray) and turn each body's hand and curl its fingers "
+                  "as the hand found at that wrist; off: the fingers keep their rest pose",
+                  read_only=True),
+    ParameterSpec("attach_hands_max_age", DOUBLE, 0.2, "attach_hands: largest stamp "
+                  "difference (s) between an image and the hands used for it",
+                  value_range=(0.0, 10.0)),
     *(_HAND_SPECS[name] for name in ("merge_plan", "device", "engine", "precision",
                                      "engine_cache_dir")),
     ParameterSpec("detector", STRING, "mediapipe", "where people come from: mediapipe (the "
