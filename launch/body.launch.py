@@ -38,6 +38,7 @@ PARAMETER_ARGUMENTS = (
     ("merge_plan", "estimator hmr2: FastHMR merge plan (JSON)"),
     ("engine", "estimator hmr2: torch, onnxruntime or tensorrt"),
     ("image_transport", "raw (image) or compressed (image/compressed)"),
+    ("detector", "people: mediapipe, or external (PersonDetectionArray on person_detections)"),
 )
 
 #: (name, default, description) of every launch argument.

@@ -147,6 +147,8 @@ class ImageStream:
         self.sent: list[int] = []
         self.bad: list[int] = []
         self.bad_at: set[int] = set()
+        #: Called as ``on_sent(index, stamp_ns)`` after each image (e.g. its detections).
+        self.on_sent: Callable[[int, int], None] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -173,6 +175,8 @@ class ImageStream:
             else:
                 self.sent.append(stamp)
             self.publisher.publish(msg)
+            if self.on_sent is not None:
+                self.on_sent(index, stamp)
             index += 1
             self._stop.wait(self.period)
 

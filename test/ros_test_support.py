@@ -89,6 +89,16 @@ def random_domain_id() -> int:
     return random.Random(os.getpid() ^ time.time_ns()).randint(30, 229)
 
 
+def connected_publisher(transport: Any, topic: str, msgtype: str, profile: Any,
+                        timeout: float = 10.0) -> Any:
+    """A publisher of ``transport`` that has waited (up to ``timeout`` s) for a subscriber."""
+    publisher = transport.create_publisher(topic, msgtype, profile)
+    deadline = time.monotonic() + timeout
+    while publisher.subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return publisher
+
+
 class Collector:
     """Collects raw messages from subscriptions (thread-safe) and waits for conditions."""
 

@@ -7,7 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from fasthmr_ros.pipeline.box_sources import FullFrameBoxes, HandDetector, JsonBoxes
+from fasthmr_ros.pipeline.box_sources import (
+    FullFrameBoxes,
+    HandDetector,
+    JsonBoxes,
+    parse_person_entry,
+)
 from fasthmr_ros.pipeline.crop import crop_region
 
 
@@ -48,6 +53,7 @@ def test_lookup_by_file_name_stem_and_index(tmp_path):
         ({"a.jpg": [{"box": [5, 0, 1, 1], "side": "left"}]}, "x2 > x1"),
         ({"a.jpg": [{"box": [0, 0, 1, 1], "side": "left", "score": "high"}]}, "'score'"),
         ({"a.jpg": [{"box": [0, 0, 1, 1], "side": "left", "score": True}]}, "'score'"),
+        ({"a.jpg": [{"box": [0, 0, 1, 1], "side": "left", "score": 1.5}]}, r"in \[0, 1\]"),
         ({"a.jpg": ["box"]}, "a hand must be an object"),
     ],
 )
@@ -55,6 +61,22 @@ def test_bad_box_files_name_the_problem(tmp_path, content, message):
     with pytest.raises(ValueError, match=message) as info:
         JsonBoxes.load(write(tmp_path, content))
     assert "boxes.json" in str(info.value)
+
+
+def test_person_box_files_use_the_same_reader(tmp_path):
+    people = JsonBoxes.load(write(tmp_path, {
+        "crowd.jpg": [{"box": [10, 20, 110, 300], "score": 0.8}, {"box": [200, 0, 260, 90]}],
+        "3": [],
+    }), parse_person_entry)
+    first, second = people.boxes_for("crowd.jpg", 0)
+    assert first.xyxy.tolist() == [10, 20, 110, 300] and first.score == 0.8
+    assert second.score == 1.0 and {first.source, second.source} == {"json"}
+    assert first.keypoints_2d is None and first.world_landmarks is None
+    assert people.has_frame("x.png", 3) and people.boxes_for("x.png", 3) == []
+    with pytest.raises(ValueError, match=r"frame 'a.jpg' entry 0: person box must have x2 > x1"):
+        JsonBoxes.load(write(tmp_path, {"a.jpg": [{"box": [9, 0, 1, 5]}]}), parse_person_entry)
+    with pytest.raises(ValueError, match="a person must be an object"):
+        JsonBoxes.load(write(tmp_path, {"a.jpg": [[0, 0, 1, 1]]}), parse_person_entry)
 
 
 def test_missing_box_file(tmp_path):

@@ -36,8 +36,10 @@ from fasthmr_ros.ros.markers import (
 )
 from fasthmr_ros.ros.mesh_messages import (
     BODY_MESH_ARRAY,
+    PERSON_DETECTION_ARRAY,
     body_mesh_array_message,
     body_mesh_message,
+    boxes_from_person_detections,
     topology_message,
 )
 from fasthmr_ros.ros.tf_frames import wrist_frame_id, wrist_transforms
@@ -235,6 +237,48 @@ def test_detections_to_boxes():
     assert "detection 2" in problems[0] and "SIDE_LEFT" in problems[0]
     assert "x2 > x1" in problems[1]
     assert "keypoints_2d" in problems[2]
+
+
+def test_person_detections_to_boxes_through_cdr():
+    store = messages.typestore()
+    det = store.types["fasthmr_ros/msg/PersonDetection"]
+    keypoints = np.arange(66, dtype=np.float32)
+    entries = [
+        (0.9, [10, 20, 110, 240], keypoints),
+        (0.4, [200, 20, 260, 190], []),
+        (0.5, [50, 50, 40, 60], []),               # x2 < x1
+        (0.5, [0, float("nan"), 10, 10], []),      # non-finite box
+        (1.5, [0, 0, 10, 10], []),                 # score outside [0, 1]
+        (float("nan"), [0, 0, 10, 10], []),        # score not a number
+        (0.5, [0, 0, 10, 10], np.zeros(42)),       # 21 points: a hand's count, not Pose's 33
+        (0.5, [0, 0, 10, 10], np.full(66, np.inf)),  # non-finite keypoints
+    ]
+    msg = messages.new_message(
+        PERSON_DETECTION_ARRAY, header=HEADER,
+        detections=[det(score=sc, box=np.array(b, np.float32),
+                        keypoints_2d=np.array(k, np.float32)) for sc, b, k in entries])
+    back = messages.deserialize(messages.serialize(msg, PERSON_DETECTION_ARRAY),
+                                PERSON_DETECTION_ARRAY)
+    assert back.header.stamp == HEADER.stamp
+    boxes, problems = boxes_from_person_detections(back, store)
+    assert [b.xyxy.tolist() for b in boxes] == [[10, 20, 110, 240], [200, 20, 260, 190]]
+    assert [round(b.score, 3) for b in boxes] == [0.9, 0.4]
+    assert {b.source for b in boxes} == {"external"}
+    np.testing.assert_array_equal(boxes[0].keypoints_2d, keypoints.reshape(33, 2))
+    assert boxes[1].keypoints_2d is None
+    assert all(b.world_landmarks is None for b in boxes)  # the landmark fit needs Pose's
+    assert len(problems) == 6
+    assert problems[0].startswith("person detection 2") and "x2 > x1" in problems[0]
+    assert "non-finite" in problems[1]
+    assert "score must be in [0, 1]" in problems[2] and "nan" in problems[3]
+    assert "66 values, got 42" in problems[4]
+    assert "keypoints_2d" in problems[5] and "non-finite" in problems[5]
+
+
+def test_hand_detection_scores_outside_the_unit_range_are_skipped():
+    msg = _detections([(1, 1.2, [0, 0, 10, 10], []), (1, 0.3, [0, 0, 10, 10], [])])
+    boxes, problems = boxes_from_detections(msg)
+    assert len(boxes) == 1 and "score must be in [0, 1], got 1.2" in problems[0]
 
 
 def test_markers(faces):

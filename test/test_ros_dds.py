@@ -50,6 +50,7 @@ def _sample_messages() -> dict[str, object]:
     results = [make_hand_result("right", 1), make_hand_result("left", 2, track_id=4)]
     faces = np.random.default_rng(0).integers(0, 778, (1538, 3))
     detection = messages.typestore().types["fasthmr_ros/msg/HandDetection"]
+    person = messages.typestore().types["fasthmr_ros/msg/PersonDetection"]
     stats = NodeStatistics()
     stats.start(0.0)
     stats.input(0.1)
@@ -63,6 +64,12 @@ def _sample_messages() -> dict[str, object]:
             "fasthmr_ros/msg/HandDetectionArray", header=HEADER,
             detections=[detection(side=1, score=0.5, box=np.array([1, 2, 30, 40], np.float32),
                                   keypoints_2d=np.zeros(42, np.float32))]),
+        "fasthmr_ros/msg/PersonDetectionArray": messages.new_message(
+            "fasthmr_ros/msg/PersonDetectionArray", header=HEADER,
+            detections=[person(score=0.75, box=np.array([3, 4, 50, 60], np.float32),
+                               keypoints_2d=np.arange(66, dtype=np.float32)),
+                        person(score=0.5, box=np.array([0, 0, 9, 9], np.float32),
+                               keypoints_2d=np.zeros(0, np.float32))]),
         "visualization_msgs/msg/MarkerArray": HandMarkerBuilder(faces).build(
             HEADER, results, hand_ids(results)).full_message(),
         "tf2_msgs/msg/TFMessage": wrist_transforms(HEADER, results, hand_ids(results)),

@@ -13,7 +13,13 @@ import time
 
 import numpy as np
 import pytest
-from ros_test_support import Collector, random_domain_id, sample_rgb, write_loopback_config
+from ros_test_support import (
+    Collector,
+    connected_publisher,
+    random_domain_id,
+    sample_rgb,
+    write_loopback_config,
+)
 
 pytest.importorskip("cyclonedds", reason="the dds transport needs the cyclonedds package")
 
@@ -59,11 +65,7 @@ class Harness:
 
     def publisher(self, topic: str, msgtype: str):
         if topic not in self.publishers:
-            pub = self.peer.create_publisher(topic, msgtype, qos.DEFAULT)
-            deadline = time.monotonic() + 10
-            while pub.subscription_count() == 0 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            self.publishers[topic] = pub
+            self.publishers[topic] = connected_publisher(self.peer, topic, msgtype, qos.DEFAULT)
         return self.publishers[topic]
 
     def send(self, topic: str, msgtype: str, msg_or_raw) -> None:

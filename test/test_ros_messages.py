@@ -17,7 +17,7 @@ from fasthmr_ros.ros import messages
 ROOT = Path(__file__).resolve().parents[1]
 MSG_DIR = ROOT / "msg"
 EXPECTED = {"HandMesh", "HandMeshArray", "BodyMesh", "BodyMeshArray", "MeshTopology",
-            "HandDetection", "HandDetectionArray"}
+            "HandDetection", "HandDetectionArray", "PersonDetection", "PersonDetectionArray"}
 
 
 def test_every_expected_message_exists():

@@ -3,7 +3,9 @@
 ``fasthmr node bodies --transport rclpy`` runs in its own process with its default estimator
 (MediaPipe Pose landmarks fitted with the CC0 Anny body); an rclpy client publishes rendered
 people (CC0 Anny bodies, not photographs) with a malformed image mid-stream and checks the
-BodyMeshArray, the markers, the latched topology and a clean SIGINT.
+BodyMeshArray, the markers, the latched topology and a clean SIGINT. With ``detector:
+external`` a second node takes the people from ``PersonDetectionArray`` messages the client
+publishes with each image's header (every fifth one with an inverted box next to a good one).
 """
 
 from __future__ import annotations
@@ -97,3 +99,69 @@ def test_body_node_stops_cleanly_on_sigint(ros):
     assert "Traceback" not in output
     assert client.wait_until(
         lambda: ("body_mesh_node", "/") not in client.node.get_node_names_and_namespaces(), 20)
+
+
+def test_external_person_detections_over_rclpy(tmp_path):
+    pytest.importorskip("mediapipe", reason="the Pose run inside the boxes needs mediapipe")
+    import cv2
+    from fasthmr_ros.msg import BodyMeshArray, PersonDetection, PersonDetectionArray
+    from rclpy.qos import QoSProfile
+    from test_body_external_boxes import boxes_around
+
+    from fasthmr_ros.models.anny_body import AnnyBodyModel
+    from fasthmr_ros.pipeline.results import CameraIntrinsics
+    from fasthmr_ros.pipeline.sample_image import render_people
+
+    camera = CameraIntrinsics(600.0, 600.0, 320.0, 240.0)
+    bgr, truths = render_people(AnnyBodyModel.default(), camera)
+    boxes = boxes_around(truths, camera, (640, 480))
+    frames = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[None].copy()
+    env = ros_environment(tmp_path)
+    node = start_mesh_node(env, "bodies", "rclpy", "--param", "detector:=external")
+    client = RosClient(env)
+    client.subscribe("/bodies", BodyMeshArray, 10)
+    detections = client.node.create_publisher(PersonDetectionArray, "/person_detections",
+                                              QoSProfile(depth=10))
+    stream = ImageStream(client, "/image", frames, rate_hz=4.0)
+    sent: dict[int, int] = {}
+
+    def publish_detections(index: int, stamp: int) -> None:
+        msg = PersonDetectionArray()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        msg.header.frame_id = "camera_optical_frame"
+        msg.detections = [PersonDetection(score=0.9, box=[float(v) for v in boxes[0]])]
+        if index % 5 == 4:
+            msg.detections.append(PersonDetection(score=0.8, box=[50.0, 50.0, 10.0, 60.0]))
+        else:
+            msg.detections.append(PersonDetection(score=0.8, box=[float(v) for v in boxes[1]]))
+        sent[stamp] = 1 if index % 5 == 4 else 2
+        detections.publish(msg)
+
+    stream.on_sent = publish_detections
+    try:
+        assert client.wait_until(
+            lambda: client.node.count_subscribers("/image") >= 1
+            and client.node.count_subscribers("/person_detections") >= 1, 120), \
+            stop_node(node)[1]
+        stream.start()
+        # Until both kinds of frame were answered (the node drops frames when it falls behind).
+        assert client.wait_for(lambda: {sent.get(stamp_ns(a.header)) for a in list(
+            client.received["/bodies"])} >= {1, 2}, 180), stop_node(node)[1]
+    finally:
+        stream.stop()
+        code, output = stop_node(node)
+        client.close()
+    assert code == 0, output
+    counts = set()
+    for array in client.received["/bodies"]:
+        stamp = stamp_ns(array.header)
+        assert stamp in sent, output
+        assert len(array.bodies) <= sent[stamp]
+        counts.add((sent[stamp], len(array.bodies)))
+        for body in array.bodies:
+            assert body.model == "anny_body" and round(body.score, 2) in (0.8, 0.9)
+            assert any(np.allclose(np.asarray(body.box), box, atol=1e-3) for box in boxes)
+    assert (2, 2) in counts, output  # both people, from the external boxes
+    # The malformed detection is skipped with a warning and its good neighbour still served.
+    assert (1, 1) in counts, output
+    assert "skipped an external person detection 1: person box must have x2 > x1" in output

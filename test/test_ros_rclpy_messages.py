@@ -74,3 +74,29 @@ def test_generated_classes_read_and_write_the_rosbags_bytes():
         cls = getattr(__import__(f"{package}.msg", fromlist=[name]), name)
         empty = messages.serialize(messages.new_message(msgtype), msgtype)
         assert normalized(serialize_message(deserialize_message(empty, cls)), msgtype) == empty
+
+
+def test_generated_person_detections_carry_the_rosbags_bytes():
+    """A PersonDetectionArray from an rclpy detector reaches the body node's parser intact."""
+    import numpy as np
+    from fasthmr_ros.msg import PersonDetection, PersonDetectionArray
+    from rclpy.serialization import serialize_message
+
+    from fasthmr_ros.ros import messages
+    from fasthmr_ros.ros.mesh_messages import (
+        PERSON_DETECTION_ARRAY,
+        boxes_from_person_detections,
+    )
+
+    msg = PersonDetectionArray()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 1_700_000_000, 5
+    msg.header.frame_id = "camera_optical_frame"
+    msg.detections = [PersonDetection(score=0.75, box=[3.0, 4.0, 50.0, 90.0],
+                                      keypoints_2d=[float(v) for v in range(66)]),
+                      PersonDetection(score=0.5, box=[10.0, 10.0, 5.0, 20.0])]  # inverted
+    raw = normalized(serialize_message(msg), PERSON_DETECTION_ARRAY)
+    boxes, problems = boxes_from_person_detections(
+        messages.deserialize(raw, PERSON_DETECTION_ARRAY))
+    assert [b.xyxy.tolist() for b in boxes] == [[3.0, 4.0, 50.0, 90.0]]
+    np.testing.assert_array_equal(boxes[0].keypoints_2d, np.arange(66).reshape(33, 2))
+    assert len(problems) == 1 and "x2 > x1" in problems[0]

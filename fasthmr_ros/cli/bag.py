@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         epilog="example: fasthmr bag bodies recording/ bodies.mcap --param max_people=2",
     )
-    _add_bag_options(bodies, "camera_info:=/cam/info")
+    _add_bag_options(bodies, "person_detections:=/my/people (detector external)")
     bodies.set_defaults(func=run_bodies)
 
 

@@ -20,6 +20,7 @@ from fasthmr_ros.cli.model_args import (
     parse_device_arg,
 )
 from fasthmr_ros.models.mesh_model import MeshModelInfo
+from fasthmr_ros.pipeline.box_sources import JsonBoxes, parse_person_entry
 from fasthmr_ros.pipeline.results import FIT_RESIDUAL_M, FIT_RESIDUAL_PX, BodyResult
 
 _EPILOG = """\
@@ -38,6 +39,13 @@ estimator (default 'landmarks'): MediaPipe Pose's 33 landmarks (several people p
   the camera intrinsics. Nothing is downloaded; the compacted Anny body is built once (about a
   minute) into ~/.cache/fasthmr_ros/anny on first use.
 
+box files (--boxes, people from your own detector) map frame keys to person lists:
+  {"photo.jpg": [{"box": [x1, y1, x2, y2], "score": 0.9}], "3": [...]}
+  keys: image file name, its stem, a frame name (clip_000012) or a frame index (from 0);
+  boxes around the whole visible body in pixels, score in [0, 1] (default 1). Estimator
+  landmarks runs MediaPipe Pose inside each box (enlarged by 20%) for the landmarks it fits;
+  hmr2 crops the boxes straight for the network. Frames without a key have no people.
+
 --hands (landmark fit only): MediaPipe's hand detector and the landmark hand fit run on each
   frame too, and a hand found at a body's wrist (same side, within half a forearm) sets that
   hand's orientation and curls its fingers; without it the fingers keep their rest pose.
@@ -46,6 +54,7 @@ examples:
   fasthmr bodies photo.jpg --out out/
   fasthmr bodies photo.jpg --hands --out out/
   fasthmr bodies clip.mp4 --max-people 2 --fx 910 --out out/
+  fasthmr bodies photo.jpg --boxes people.json --out out/
 """
 
 
@@ -55,7 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bodies",
         help="reconstruct 3D body meshes in images, videos or a camera stream",
         description=(
-            "Reconstruct 3D body meshes of every person MediaPipe Pose finds. Without real "
+            "Reconstruct 3D body meshes of every person MediaPipe Pose finds (or of the people "
+            "a --boxes file lists). Without real "
             "intrinsics the default camera guess for the image size is used, so depths are "
             "only plausible."
         ),
@@ -77,6 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     network.add_argument("--smpl-dir", help=SMPL_DIR_HELP)
     add_merge_plan_argument(network)
     network.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument("--boxes", metavar="FILE",
+                        help="JSON file of person boxes (see below) instead of MediaPipe's "
+                        "person detection")
     parser.add_argument("--max-people", type=int, default=4, metavar="N",
                         help="most bodies per frame (default 4)")
     parser.add_argument("--detection-threshold", type=float, default=0.5, metavar="P",
@@ -240,6 +253,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CommandError("--max-frames must be at least 1")
     try:
         frames = FrameSource(args.inputs)
+        boxes = JsonBoxes.load(args.boxes, parse_person_entry) if args.boxes else None
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     out_dir = Path(args.out)
@@ -248,18 +262,27 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandError(f"cannot create output folder {out_dir}: {exc}") from None
     estimator = _estimator(args)  # option errors before the detector starts
-    try:
-        from fasthmr_ros.pipeline.person_detector import MediaPipePersonDetector
+    # People from --boxes: MediaPipe Pose only runs inside them, for the landmark fit.
+    detector = None
+    if boxes is None or args.estimator == "landmarks":
+        try:
+            from fasthmr_ros.pipeline.person_detector import MediaPipePersonDetector
 
-        detector = MediaPipePersonDetector(max_people=args.max_people,
-                                           min_confidence=args.detection_threshold)
-    except (ImportError, FileNotFoundError) as exc:
-        raise CommandError(str(exc)) from None
+            detector = MediaPipePersonDetector(max_people=args.max_people,
+                                               min_confidence=args.detection_threshold)
+        except (ImportError, FileNotFoundError) as exc:
+            raise CommandError(str(exc)) from None
     tqdm.write(f"bodies: estimator '{args.estimator or 'landmarks'}', model {estimator.info.name} "
                f"({estimator.info.licence or 'see its documentation'})")
-    pipeline = BodyPipeline(estimator, detector, max_people=args.max_people,
-                            stream=MeshStream(smoothing=not args.no_smoothing),
-                            hand_source=_hand_source(args, estimator))
+    stream = MeshStream(smoothing=not args.no_smoothing)
+    hand_source = _hand_source(args, estimator)
+    if boxes is None:
+        pipeline = BodyPipeline(estimator, detector, max_people=args.max_people,
+                                stream=stream, hand_source=hand_source)
+    else:
+        pipeline = BodyPipeline(estimator, max_people=args.max_people, landmarker=detector,
+                                stream=stream, hand_source=hand_source)
+    matched = 0
     info = pipeline.info
     count = body_count = 0
     detect_ms = fit_ms = 0.0
@@ -272,7 +295,11 @@ def _run(args: argparse.Namespace) -> int:
             key = frame.file_name or frame.name
             rgb = cv2.cvtColor(frame.image_bgr, cv2.COLOR_BGR2RGB)
             camera = _intrinsics(args, width, height)
-            bodies = pipeline.run(rgb, camera, frame.stamp)
+            people = None
+            if boxes is not None:
+                matched += boxes.has_frame(key, frame.index)
+                people = boxes.boxes_for(key, frame.index)
+            bodies = pipeline.run(rgb, camera, frame.stamp, people=people)
             for reason in pipeline.skipped:
                 tqdm.write(f"{key}: skipped {reason}")
             detect_ms += pipeline.timings.detect_ms
@@ -286,6 +313,9 @@ def _run(args: argparse.Namespace) -> int:
             progress.update(1)
             if args.max_frames is not None and count >= args.max_frames:
                 break
+    if boxes is not None and matched == 0:
+        tqdm.write(f"no frame matched a key of {args.boxes} (keys: "
+                   f"{', '.join(list(boxes.frames)[:5])}...)")
     if count:
         print(f"{count} frames, {body_count} bodies -> {out_dir}; mean per frame: detect "
               f"{detect_ms / count:.1f} ms, fit {fit_ms / count:.1f} ms")

@@ -7,8 +7,10 @@ HMR2.0 network when its checkpoint is given); the pipeline itself does not know 
 
 Per frame: people come from the person detector (MediaPipe Pose, several per frame) or from
 the caller (external boxes: a detection topic, ``--boxes``); the best ``max_people`` above
-``score_threshold`` are kept, the tracker gives them ids, the estimator reconstructs them, and
-the results are stamped with their person's id and One-Euro smoothed
+``score_threshold`` are kept; external boxes gain landmarks from the ``landmarker`` when one
+is given (MediaPipe Pose run inside each box, for estimators that fit landmarks); the
+tracker gives them ids, the estimator reconstructs them, and the results are stamped with
+their person's id and One-Euro smoothed
 (:class:`~fasthmr_ros.pipeline.temporal.MeshStream`, the same code as for hands). With a hand
 source (the frame's hand results: the hand pipeline on the same image, or the hand node's
 latest message), an estimator that attaches hands (the landmark fit) curls each body's
@@ -35,6 +37,15 @@ class PersonDetector(Protocol):
 
     def detect(self, image_rgb: np.ndarray) -> list[PersonBox]:
         """Return the people found in the image, best first."""
+
+
+class BoxLandmarker(Protocol):
+    """Adds landmarks to boxes that lack them (e.g. :class:`MediaPipePersonDetector`)."""
+
+    def landmarks_in_boxes(
+        self, image_rgb: np.ndarray, people: Sequence[PersonBox]
+    ) -> list[PersonBox]:
+        """Return ``people`` in order, those without landmarks given them where found."""
 
 
 @dataclass
@@ -79,6 +90,9 @@ class BodyPipeline:
         score_threshold: people scoring lower are ignored.
         hand_source: ``(image_rgb, camera) -> hands`` of the frame, attached to the bodies'
             wrists by estimators that attach hands; ``None``: fingers keep their rest pose.
+        landmarker: gives external boxes (no landmarks) MediaPipe Pose landmarks before the
+            estimator runs; ``None`` (the default) passes boxes on as they are (the HMR2.0
+            network needs only the box).
 
     """
 
@@ -92,6 +106,7 @@ class BodyPipeline:
         score_threshold: float = 0.0,
         hand_source: Callable[[np.ndarray, CameraIntrinsics], Sequence[HandResult]]
         | None = None,
+        landmarker: BoxLandmarker | None = None,
     ) -> None:
         if int(max_people) < 1:
             raise ValueError(f"max_people must be at least 1, got {max_people}")
@@ -103,6 +118,7 @@ class BodyPipeline:
         self.hand_source = hand_source
         #: The hands of the last frame that the hand source gave (attached or not).
         self.last_hands: list[HandResult] = []
+        self.landmarker = landmarker
         self.timings = BodyTimings()
 
     @property
@@ -118,16 +134,22 @@ class BodyPipeline:
     def process(
         self, image_rgb: np.ndarray, people: Sequence[PersonBox], camera: CameraIntrinsics
     ) -> list[BodyResult]:
-        """Reconstruct ``people`` (no detection, no tracking): the node core's pipeline call."""
+        """Reconstruct ``people`` (no detection, no tracking): the node core's pipeline call.
+
+        People without landmarks get them from the ``landmarker`` first, when there is one.
+        """
+        people = list(people)
+        if self.landmarker is not None and any(p.world_landmarks is None for p in people):
+            people = self.landmarker.landmarks_in_boxes(image_rgb, people)
         self.last_hands = []
         self.timings.hands_ms = 0.0
         if self.hand_source is None or not getattr(self.estimator, "attaches_hands", False):
-            return self.estimator.estimate(image_rgb, list(people), camera)
+            return self.estimator.estimate(image_rgb, people, camera)
         start = time.perf_counter()
         self.last_hands = list(self.hand_source(image_rgb, camera)) if people else []
         self.timings.hands_ms = 1e3 * (time.perf_counter() - start)
         return self.estimator.estimate(  # type: ignore[call-arg]
-            image_rgb, list(people), camera, hands=self.last_hands)
+            image_rgb, people, camera, hands=self.last_hands)
 
     def run(
         self,

@@ -1,7 +1,7 @@
-"""Where hand boxes come from: a detector, a JSON file, or the whole frame.
+"""Where hand (and person) boxes come from: a detector, a JSON file, or the whole frame.
 
-JSON box files (``fasthmr hands --boxes FILE``) are one object whose keys name frames and whose
-values list that frame's hands::
+JSON box files (``fasthmr hands --boxes FILE``, ``fasthmr bodies --boxes FILE``) are one
+object whose keys name frames and whose values list that frame's hands (or people)::
 
     {
       "test1.jpg": [{"box": [x1, y1, x2, y2], "side": "right", "score": 0.98}],
@@ -11,20 +11,21 @@ values list that frame's hands::
 A key is an image file name (``test1.jpg``), its stem (``test1``), a frame name as written by
 ``fasthmr hands`` (``clip_000012``), or a frame index as a decimal string (``"3"``, counting
 frames from 0 over all inputs in order). Boxes are tight pixel boxes around the hand;
-``side`` is required, ``score`` defaults to 1. Frames without a key have no hands.
+``side`` is required, ``score`` defaults to 1 and must be in [0, 1]. Frames without a key have
+no hands. Person files (:func:`parse_person_entry`) have the same layout, with boxes around
+the whole visible body and no ``side``.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from fasthmr_ros.pipeline.results import SIDES, HandBox
+from fasthmr_ros.pipeline.results import SIDES, HandBox, PersonBox
 
 
 @runtime_checkable
@@ -41,36 +42,57 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _parse_hand(entry: Any, where: str) -> HandBox:
-    """Build a :class:`HandBox` from one JSON hand entry; ``where`` names it in errors."""
+def _box_and_score(entry: Any, where: str, what: str) -> tuple[list[float], float]:
+    """The checked ``box`` and ``score`` (default 1) of one JSON entry."""
     if not isinstance(entry, Mapping):
-        raise ValueError(f"{where}: a hand must be an object with 'box' and 'side', got {entry!r}")
+        raise ValueError(f"{where}: {what} must be an object with 'box', got {entry!r}")
     box = entry.get("box")
     if not isinstance(box, (list, tuple)) or len(box) != 4:
         raise ValueError(f"{where}: 'box' must be [x1, y1, x2, y2], got {box!r}")
     if not all(_is_number(v) for v in box):
         raise ValueError(f"{where}: 'box' values must be numbers, got {box!r}")
+    score = entry.get("score", 1.0)
+    if not _is_number(score) or not 0.0 <= score <= 1.0:
+        raise ValueError(f"{where}: 'score' must be a number in [0, 1], got {score!r}")
+    return [float(v) for v in box], float(score)
+
+
+def _parse_hand(entry: Any, where: str) -> HandBox:
+    """Build a :class:`HandBox` from one JSON hand entry; ``where`` names it in errors."""
+    box, score = _box_and_score(entry, where, "a hand")
     side = entry.get("side")
     if side not in SIDES:
         raise ValueError(f"{where}: 'side' must be 'left' or 'right', got {side!r}")
-    score = entry.get("score", 1.0)
-    if not _is_number(score) or not math.isfinite(score):
-        raise ValueError(f"{where}: 'score' must be a finite number, got {score!r}")
     try:
-        return HandBox(*(float(v) for v in box), side=side, score=float(score), source="json")
+        return HandBox(*box, side=side, score=score, source="json")
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def parse_person_entry(entry: Any, where: str) -> PersonBox:
+    """Build a :class:`PersonBox` from one JSON person entry (``box``, optional ``score``)."""
+    box, score = _box_and_score(entry, where, "a person")
+    try:
+        return PersonBox(*box, score=score, source="json")
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
 
 
 class JsonBoxes:
-    """Hand boxes read from a JSON file (format in the module docstring)."""
+    """Hand (or person) boxes read from a JSON file (format in the module docstring).
 
-    def __init__(self, frames: Mapping[str, list[HandBox]], origin: str = "<memory>") -> None:
+    ``parse_entry(entry, where)`` turns one listed entry into a box (hands by default;
+    :func:`parse_person_entry` for people) and raises ``ValueError`` naming ``where``.
+    """
+
+    def __init__(self, frames: Mapping[str, list[Any]], origin: str = "<memory>") -> None:
         self.frames = dict(frames)
         self.origin = origin
 
     @classmethod
-    def load(cls, path: str | Path) -> JsonBoxes:
+    def load(
+        cls, path: str | Path, parse_entry: Callable[[Any, str], Any] = _parse_hand
+    ) -> JsonBoxes:
         """Read and validate a box file; errors name the file and the bad entry."""
         path = Path(path)
         try:
@@ -79,23 +101,26 @@ class JsonBoxes:
             raise ValueError(f"box file {path} does not exist") from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"box file {path} is not valid JSON: {exc}") from None
-        return cls.from_dict(data, origin=str(path))
+        return cls.from_dict(data, origin=str(path), parse_entry=parse_entry)
 
     @classmethod
-    def from_dict(cls, data: Any, origin: str = "<memory>") -> JsonBoxes:
+    def from_dict(
+        cls, data: Any, origin: str = "<memory>",
+        parse_entry: Callable[[Any, str], Any] = _parse_hand,
+    ) -> JsonBoxes:
         """Validate an already-parsed box mapping."""
         if not isinstance(data, Mapping):
             raise ValueError(
-                f"{origin}: top level must be an object mapping frame names or indices to hand "
+                f"{origin}: top level must be an object mapping frame names or indices to box "
                 "lists, e.g. {\"img.jpg\": [{\"box\": [x1, y1, x2, y2], \"side\": \"left\"}]}"
             )
-        frames: dict[str, list[HandBox]] = {}
-        for key, hands in data.items():
-            if not isinstance(hands, list):
-                raise ValueError(f"{origin}: frame {key!r} must map to a list of hands")
+        frames: dict[str, list[Any]] = {}
+        for key, entries in data.items():
+            if not isinstance(entries, list):
+                raise ValueError(f"{origin}: frame {key!r} must map to a list of boxes")
             frames[str(key)] = [
-                _parse_hand(hand, f"{origin}: frame {key!r} hand {i}")
-                for i, hand in enumerate(hands)
+                parse_entry(entry, f"{origin}: frame {key!r} entry {i}")
+                for i, entry in enumerate(entries)
             ]
         return cls(frames, origin)
 
@@ -109,7 +134,7 @@ class JsonBoxes:
         """Whether the file lists this frame (possibly with zero hands)."""
         return any(key in self.frames for key in self.keys_for(name, frame_index))
 
-    def boxes_for(self, name: str, frame_index: int) -> list[HandBox]:
+    def boxes_for(self, name: str, frame_index: int) -> list[Any]:
         """Boxes of the frame called ``name`` (file name or frame name) or numbered ``index``."""
         for key in self.keys_for(name, frame_index):
             if key in self.frames:

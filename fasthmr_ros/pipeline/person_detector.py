@@ -16,6 +16,9 @@ visibilities; its box encloses the visible landmarks with a margin.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+
 import cv2
 import numpy as np
 
@@ -83,6 +86,8 @@ class MediaPipePersonDetector:
         search_window: width share of the side crops tried when the painted frame shows
             nobody new (0 turns the side search off).
         model_complexity: pose landmark model; only 1 (full) is bundled in 0.10.18.
+        crop_margin: :meth:`landmarks_in_boxes` runs Pose on each external box enlarged by
+            this share of its size on every side.
         pose: a :class:`~fasthmr_ros.pipeline.mediapipe_detector.MediaPipePose` to share (it
             must run in static-image mode: painting people over breaks video tracking); the
             caller then owns it.
@@ -101,6 +106,7 @@ class MediaPipePersonDetector:
         mask_dilation: float = 0.03,
         search_window: float = 0.5,
         model_complexity: int = 1,
+        crop_margin: float = 0.2,
         pose: MediaPipePose | None = None,
     ) -> None:
         if int(max_people) < 1:
@@ -120,6 +126,9 @@ class MediaPipePersonDetector:
         if not 0.0 <= search_window <= 1.0:
             raise ValueError(f"search_window must be in [0, 1], got {search_window}")
         self.search_window = float(search_window)
+        if not 0.0 <= crop_margin <= 1.0:
+            raise ValueError(f"crop_margin must be in [0, 1], got {crop_margin}")
+        self.crop_margin = float(crop_margin)
         self.mask_threshold = float(mask_threshold)
         self.mask_dilation = float(mask_dilation)
         self.pose = pose or MediaPipePose(
@@ -157,16 +166,9 @@ class MediaPipePersonDetector:
         if people and 0 < side < width:
             windows += [(0, side), (width - side, width)]
         for x1, x2 in windows:
-            view = work if (x1, x2) == (0, width) else np.ascontiguousarray(work[:, x1:x2])
-            marks = self.pose.landmarks(view)
+            marks = self._pose_in_window(work, (x1, 0, x2, height))
             if marks is None:
                 continue
-            if x1:
-                marks.image[:, 0] += x1
-            if marks.mask is not None and (x1, x2) != (0, width):
-                full = np.zeros((height, width), dtype=np.float32)
-                full[:, x1:x2] = marks.mask
-                marks.mask = full
             person = person_box_from_landmarks(
                 marks, image_size, self.min_visibility, self.box_margin
             )
@@ -174,6 +176,58 @@ class MediaPipePersonDetector:
                 person.mask = marks.mask
                 return marks, person
         return None
+
+    def _pose_in_window(
+        self, rgb: np.ndarray, window: tuple[int, int, int, int]
+    ) -> PoseLandmarks | None:
+        """Run Pose on the pixel window ``(x1, y1, x2, y2)``; landmarks and mask in the frame."""
+        height, width = rgb.shape[:2]
+        x1, y1, x2, y2 = window
+        whole = (x1, y1, x2, y2) == (0, 0, width, height)
+        marks = self.pose.landmarks(rgb if whole else np.ascontiguousarray(rgb[y1:y2, x1:x2]))
+        if marks is None or whole:
+            return marks
+        marks.image += np.array([x1, y1], dtype=marks.image.dtype)
+        if marks.mask is not None:
+            full = np.zeros((height, width), dtype=np.float32)
+            full[y1:y2, x1:x2] = marks.mask
+            marks.mask = full
+        return marks
+
+    def landmarks_in_boxes(
+        self, image_rgb: np.ndarray, people: Sequence[PersonBox]
+    ) -> list[PersonBox]:
+        """Give boxes from another detector (a topic, ``--boxes``) MediaPipe Pose landmarks.
+
+        For each person without world landmarks, Pose runs once on the box enlarged by
+        ``crop_margin`` of its size on every side (clipped to the frame): the crop shows the
+        person large and alone, as the side-window search does. The person keeps its box, score
+        and source and gains the 33 image and world landmarks, their visibilities and the
+        segmentation mask. A person Pose finds nothing in is returned unchanged (estimators
+        that need landmarks then skip it and say why); people that already have landmarks
+        are returned as they are.
+        """
+        rgb = as_rgb_uint8(image_rgb)
+        height, width = rgb.shape[:2]
+        refined = []
+        for person in people:
+            if person.world_landmarks is not None:
+                refined.append(person)
+                continue
+            pad_x = self.crop_margin * (person.x2 - person.x1)
+            pad_y = self.crop_margin * (person.y2 - person.y1)
+            x1, y1 = max(0, int(person.x1 - pad_x)), max(0, int(person.y1 - pad_y))
+            x2 = min(width, int(np.ceil(person.x2 + pad_x)))
+            y2 = min(height, int(np.ceil(person.y2 + pad_y)))
+            marks = self._pose_in_window(rgb, (x1, y1, x2, y2)) if (
+                x2 - x1 >= 2 and y2 - y1 >= 2) else None
+            if marks is None:
+                refined.append(person)
+                continue
+            refined.append(replace(person, keypoints_2d=marks.image.copy(),
+                                   world_landmarks=marks.world.copy(),
+                                   visibility=marks.visibility.copy(), mask=marks.mask))
+        return refined
 
     def _paint_mask(
         self, marks: PoseLandmarks, person: PersonBox, image_size: tuple[int, int]

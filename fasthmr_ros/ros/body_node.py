@@ -1,10 +1,11 @@
 """The body mesh node: the mesh node core in its body configuration.
 
 Subscriptions (relative to the node's namespace): ``image`` or ``image/compressed``,
-``camera_info`` (optional), ``hands`` (``HandMeshArray``, the hand node's output; only with
-``attach_hands``: each body's hand turns and its fingers curl as the hand at that wrist, from
-the hands whose stamp is nearest the image's within ``attach_hands_max_age``). Publications:
-``bodies`` (``BodyMeshArray``), ``bodies/markers``
+``camera_info`` (optional), ``person_detections`` (``PersonDetectionArray``, ``detector:
+external`` only; paired with images by stamp), ``hands`` (``HandMeshArray``, the hand node's
+output; only with ``attach_hands``: each body's hand turns and its fingers curl as the hand at
+that wrist, from the hands whose stamp is nearest the image's within
+``attach_hands_max_age``). Publications: ``bodies`` (``BodyMeshArray``), ``bodies/markers``
 (``MarkerArray``: mesh, skeleton and joints per body), ``bodies/topology`` (``MeshTopology`` of
 the estimator's model, transient local), ``bodies/debug_image`` (optional), ``/tf`` pelvis
 frames ``<tf_prefix>body_<id>_pelvis`` (optional), ``/diagnostics``. Parameters:
@@ -27,7 +28,13 @@ from fasthmr_ros.pipeline.overlay import draw_bodies
 from fasthmr_ros.pipeline.results import BodyResult, CameraIntrinsics, HandResult
 from fasthmr_ros.ros import messages
 from fasthmr_ros.ros.hand_messages import HAND_MESH_ARRAY, hands_from_message
-from fasthmr_ros.ros.mesh_messages import BODY_MESH_ARRAY, body_ids, body_mesh_array_message
+from fasthmr_ros.ros.mesh_messages import (
+    BODY_MESH_ARRAY,
+    PERSON_DETECTION_ARRAY,
+    body_ids,
+    body_mesh_array_message,
+    boxes_from_person_detections,
+)
 from fasthmr_ros.ros.mesh_node import BoxDetector, Frame, MeshNode, MeshPipeline, NodeKind
 from fasthmr_ros.ros.parameters import ParameterError, ParameterSet
 from fasthmr_ros.ros.qos import DEFAULT
@@ -37,6 +44,7 @@ from fasthmr_ros.ros.transport import Transport
 #: Default node name (``ros2 run fasthmr_ros body_mesh_node``).
 BODY_NODE_NAME = "body_mesh_node"
 BODIES_TOPIC = "bodies"
+PERSON_DETECTIONS_TOPIC = "person_detections"
 #: The hands attached with ``attach_hands`` (the hand node's output in the same namespace).
 HANDS_INPUT_TOPIC = "hands"
 
@@ -59,6 +67,9 @@ BODY_NODE = NodeKind(
     transforms=pelvis_transforms,
     draw=_draw,
     max_parameter="max_people",
+    detections_topic=PERSON_DETECTIONS_TOPIC,
+    detections_msgtype=PERSON_DETECTION_ARRAY,
+    parse_detections=boxes_from_person_detections,
 )
 
 
@@ -105,7 +116,7 @@ class BodyMeshNode(MeshNode):
         pipeline: the body pipeline (image + people -> bodies), e.g.
             :class:`~fasthmr_ros.pipeline.body_pipeline.BodyPipeline`.
         model: the estimator's mesh model (its topology is published).
-        detector: the person detector.
+        detector: the person detector; ``None`` when ``detector`` is ``external``.
         clock: monotonic clock in seconds.
 
     """
@@ -194,17 +205,31 @@ def build_body_estimator(params: ParameterSet, log: Any) -> Any:
 
 
 def build_body_parts(params: ParameterSet, log: Any) -> tuple[Any, Any]:
-    """The body pipeline (around the estimator) and the person detector of the parameters."""
+    """The body pipeline (around the estimator) and the person detector of the parameters.
+
+    With ``detector: external`` the detector is ``None`` (boxes come from
+    ``person_detections``); the estimator ``landmarks`` then gets MediaPipe Pose as the
+    pipeline's landmarker (Pose inside each box), ``hmr2`` no MediaPipe at all.
+    """
     from fasthmr_ros.pipeline.body_pipeline import BodyPipeline
+
+    estimator = build_body_estimator(params, log)
+    external = params["detector"] == "external"
+    if external and params["estimator"] != "landmarks":
+        log.info("bodies: people from PersonDetectionArray messages on person_detections")
+        return BodyPipeline(estimator), None
     from fasthmr_ros.pipeline.person_detector import MediaPipePersonDetector
 
-    pipeline = BodyPipeline(build_body_estimator(params, log))
     try:
-        detector = MediaPipePersonDetector(max_people=params["detector_max_people"],
-                                           min_confidence=params["detector_confidence"])
+        pose = MediaPipePersonDetector(max_people=params["detector_max_people"],
+                                       min_confidence=params["detector_confidence"])
     except (ImportError, FileNotFoundError) as exc:
         raise ParameterError(f"the person detector cannot start: {exc}") from exc
-    return pipeline, detector
+    if external:
+        log.info("bodies: people from PersonDetectionArray messages on person_detections; "
+                 "MediaPipe Pose runs inside each box for the landmark fit")
+        return BodyPipeline(estimator, landmarker=pose), None
+    return BodyPipeline(estimator), pose
 
 
 def create_body_node(transport: Transport, params: ParameterSet) -> BodyMeshNode:

@@ -24,6 +24,7 @@ from fasthmr_ros.pipeline.results import (
 )
 from fasthmr_ros.ros import messages
 from fasthmr_ros.ros.mesh_messages import (
+    detection_fields,
     finite,
     fit_residual,
     mesh_vertices,
@@ -181,19 +182,9 @@ def boxes_from_detections(msg: Any, store: Any | None = None) -> tuple[list[Hand
     for index, det in enumerate(msg.detections):
         try:
             side = side_name(int(det.side), "fasthmr_ros/msg/HandDetection", store)
-            keypoints = np.asarray(det.keypoints_2d, dtype=np.float64)
-            if keypoints.size == 0:
-                landmarks = None
-            elif keypoints.size == 2 * NUM_JOINTS:
-                landmarks = keypoints.reshape(NUM_JOINTS, 2)
-            else:
-                raise ValueError(
-                    f"keypoints_2d must be empty or hold {2 * NUM_JOINTS} values, got "
-                    f"{keypoints.size}"
-                )
-            x1, y1, x2, y2 = (float(v) for v in np.asarray(det.box, dtype=np.float64))
-            boxes.append(HandBox(x1, y1, x2, y2, side=side, score=float(det.score),
-                                 keypoints_2d=landmarks, source="external"))
+            box, score, landmarks = detection_fields(det, NUM_JOINTS)
+            boxes.append(HandBox(*box, side=side, score=score, keypoints_2d=landmarks,
+                                 source="external"))
         except ValueError as exc:
             problems.append(f"detection {index}: {exc}")
     return boxes, problems

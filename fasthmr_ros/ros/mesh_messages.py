@@ -15,12 +15,21 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from fasthmr_ros.models.mesh_model import MODEL_SMPL, MeshModelInfo
-from fasthmr_ros.pipeline.results import FIT_RESIDUAL_M, FIT_RESIDUAL_PX, BodyResult
+from fasthmr_ros.pipeline.results import (
+    FIT_RESIDUAL_M,
+    FIT_RESIDUAL_PX,
+    BodyResult,
+    PersonBox,
+)
 from fasthmr_ros.ros import messages
 
 MESH_TOPOLOGY = "fasthmr_ros/msg/MeshTopology"
 BODY_MESH = "fasthmr_ros/msg/BodyMesh"
 BODY_MESH_ARRAY = "fasthmr_ros/msg/BodyMeshArray"
+PERSON_DETECTION_ARRAY = "fasthmr_ros/msg/PersonDetectionArray"
+
+#: MediaPipe Pose's landmark count (``PersonDetection.keypoints_2d`` holds 0 or 33 points).
+NUM_POSE_KEYPOINTS = 33
 
 #: SMPL's body pose joints and shape coefficients (the sizes of BodyMesh's SMPL fields).
 SMPL_POSE_JOINTS = 23
@@ -50,6 +59,62 @@ def topology_message(info: MeshModelInfo, header: Any, store: Any | None = None)
         parameter_names=list(info.parameter_names),
         licence=str(info.licence),
     )
+
+
+def detection_fields(
+    det: Any, num_keypoints: int
+) -> tuple[tuple[float, float, float, float], float, np.ndarray | None]:
+    """Read and check the fields every detection message shares (hands and people).
+
+    Returns:
+        ``(x1, y1, x2, y2)``, the score, and the ``(num_keypoints, 2)`` keypoints or ``None``
+        when ``keypoints_2d`` is empty. The box itself is checked by the box class.
+
+    Raises:
+        ValueError: naming the bad field: a score outside [0, 1] (or not finite), keypoints
+            of the wrong length or not finite.
+
+    """
+    score = float(det.score)
+    if not 0.0 <= score <= 1.0:  # also false for NaN
+        raise ValueError(f"score must be in [0, 1], got {score}")
+    keypoints = np.asarray(det.keypoints_2d, dtype=np.float64)
+    if keypoints.size == 0:
+        landmarks = None
+    elif keypoints.size == 2 * num_keypoints:
+        if not np.isfinite(keypoints).all():
+            raise ValueError("keypoints_2d has non-finite values")
+        landmarks = keypoints.reshape(num_keypoints, 2)
+    else:
+        raise ValueError(f"keypoints_2d must be empty or hold {2 * num_keypoints} values, got "
+                         f"{keypoints.size}")
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(det.box, dtype=np.float64).reshape(4))
+    return (x1, y1, x2, y2), score, landmarks
+
+
+def boxes_from_person_detections(
+    msg: Any, store: Any | None = None
+) -> tuple[list[PersonBox], list[str]]:
+    """Convert a ``PersonDetectionArray`` to :class:`PersonBox` objects (``source="external"``).
+
+    ``store`` is accepted for the node core's parser signature (nothing here needs a type).
+
+    Returns:
+        The valid boxes and, for each detection that was skipped, the reason (a non-finite or
+        inverted box, a score outside [0, 1], ``keypoints_2d`` neither empty nor 33 points).
+
+    """
+    del store
+    boxes: list[PersonBox] = []
+    problems: list[str] = []
+    for index, det in enumerate(msg.detections):
+        try:
+            box, score, keypoints = detection_fields(det, NUM_POSE_KEYPOINTS)
+            boxes.append(PersonBox(*box, score=score, keypoints_2d=keypoints,
+                                   source="external"))
+        except ValueError as exc:
+            problems.append(f"person detection {index}: {exc}")
+    return boxes, problems
 
 
 def fit_residual(extras: dict[str, Any], key: str) -> float:

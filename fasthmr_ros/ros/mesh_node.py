@@ -2,9 +2,10 @@
 
 A :class:`NodeKind` configures it (``fasthmr_ros.ros.hand_node.HAND_NODE``,
 ``fasthmr_ros.ros.body_node.BODY_NODE``): the output topics and message type, the message,
-marker, TF and debug-image builders, the per-image limit parameter and, for hands, the external
-detection topic. Everything else (decoding, camera intrinsics, latest-frame scheduling, stamp
-pairing, tracking and smoothing, diagnostics, run-time parameters, warnings) is shared.
+marker, TF and debug-image builders, the per-image limit parameter and the external
+detection topic (``hand_detections``, ``person_detections``). Everything else (decoding,
+camera intrinsics, latest-frame scheduling, stamp pairing, tracking and smoothing,
+diagnostics, run-time parameters, warnings) is shared.
 
 Subscriptions (relative to the node's namespace):
     ``image`` (``sensor_msgs/Image``) or ``image/compressed`` (``CompressedImage``; remaps of

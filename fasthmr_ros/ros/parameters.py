@@ -349,7 +349,7 @@ def load_parameter_file(path: str | Path, fully_qualified_node_name: str) -> dic
 
 
 #: Values of the body node's ``detector`` parameter.
-BODY_DETECTORS: tuple[str, ...] = ("mediapipe",)
+BODY_DETECTORS: tuple[str, ...] = ("mediapipe", "external")
 #: Values of the body node's ``estimator`` parameter (the landmark fit is always there; other
 #: estimators register in :mod:`fasthmr_ros.pipeline.body_estimator`).
 BODY_ESTIMATORS: tuple[str, ...] = ("landmarks", "hmr2")
@@ -379,10 +379,13 @@ BODY_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     *(_HAND_SPECS[name] for name in ("merge_plan", "device", "engine", "precision",
                                      "engine_cache_dir")),
     ParameterSpec("detector", STRING, "mediapipe", "where people come from: mediapipe (the "
-                  "bundled Pose model, several people per image)", read_only=True,
+                  "bundled Pose model, several people per image) or external "
+                  "(PersonDetectionArray on person_detections, paired with images by stamp; "
+                  "estimator landmarks runs Pose inside each box)", read_only=True,
                   choices=BODY_DETECTORS),
     ParameterSpec("detector_confidence", DOUBLE, 0.5, "mediapipe: person detection and pose "
-                  "presence threshold", read_only=True, value_range=(0.0, 1.0)),
+                  "presence threshold (also of the Pose run inside external boxes)",
+                  read_only=True, value_range=(0.0, 1.0)),
     ParameterSpec("detector_max_people", INTEGER, 4, "mediapipe: most people searched per "
                   "image (each costs one more Pose pass)", read_only=True, value_range=(1, 16)),
     *(_HAND_SPECS[name] for name in ("image_transport", "image_reliability",
