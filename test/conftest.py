@@ -55,3 +55,20 @@ def body_assets(tmp_path_factory: pytest.TempPathFactory):
     from fasthmr_ros.models.test_assets import write_body_test_assets
 
     return write_body_test_assets(tmp_path_factory.mktemp("body_assets"))
+
+
+@pytest.fixture(scope="session")
+def anny_body():
+    """The default Anny body (the CC0 rest asset shipped in the package)."""
+    pytest.importorskip("safetensors")
+    from fasthmr_ros.models.anny_body import AnnyBodyModel
+
+    return AnnyBodyModel.default()
+
+
+@pytest.fixture(scope="session")
+def body_fitter(anny_body):
+    """The landmark body fit on :func:`anny_body`."""
+    from fasthmr_ros.pipeline.body_fit import LandmarkBodyFitter
+
+    return LandmarkBodyFitter(anny_body)

@@ -36,10 +36,8 @@ def boxes_around(truths, camera: CameraIntrinsics, size: tuple[int, int],
 
 
 @pytest.fixture(scope="module")
-def model():
-    from fasthmr_ros.models.anny_body import AnnyBodyModel
-
-    return AnnyBodyModel.default()
+def model(anny_body):
+    return anny_body
 
 
 @pytest.fixture(scope="module")

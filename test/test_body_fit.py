@@ -31,17 +31,13 @@ ROOT_DIR = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def model():
-    from fasthmr_ros.models.anny_body import AnnyBodyModel
-
-    return AnnyBodyModel.default()
+def model(anny_body):
+    return anny_body
 
 
 @pytest.fixture(scope="module")
-def fitter(model):
-    from fasthmr_ros.pipeline.body_fit import LandmarkBodyFitter
-
-    return LandmarkBodyFitter(model)
+def fitter(body_fitter):
+    return body_fitter
 
 
 def _synthetic_person(model, fitter, rng, scale=1.05):

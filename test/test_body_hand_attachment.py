@@ -14,20 +14,6 @@ pytest.importorskip("safetensors")
 MIRROR_X = np.diag([-1.0, 1.0, 1.0])
 
 
-@pytest.fixture(scope="module")
-def model():
-    from fasthmr_ros.models.anny_body import AnnyBodyModel
-
-    return AnnyBodyModel.default()
-
-
-@pytest.fixture(scope="module")
-def fitter(model):
-    from fasthmr_ros.pipeline.body_fit import LandmarkBodyFitter
-
-    return LandmarkBodyFitter(model)
-
-
 def _camera_rotations(result, model) -> np.ndarray:
     """Camera-frame bone rotations of a body result, from its relative ``model_params``."""
     relative = Rotation.from_rotvec(result.model_params[1:].reshape(-1, 3)).as_matrix()
@@ -97,7 +83,8 @@ def _bone_angles(model, body_joints, hand_heads, suffix: str) -> list[float]:
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_an_attached_hand_turns_the_wrist_and_curls_the_fingers(model, fitter, side):
+def test_an_attached_hand_turns_the_wrist_and_curls_the_fingers(anny_body, body_fitter, side):
+    model, fitter = anny_body, body_fitter
     from fasthmr_ros.pipeline.hand_attachment import ATTACHED_HANDS
     from fasthmr_ros.pipeline.pose_landmarks import LEFT_WRIST, RIGHT_WRIST
 
@@ -124,7 +111,8 @@ def test_an_attached_hand_turns_the_wrist_and_curls_the_fingers(model, fitter, s
     np.testing.assert_allclose(attached.joints[arm], body.joints[arm], atol=1e-6)
 
 
-def test_hands_match_the_nearest_wrist_of_their_side(model, fitter):
+def test_hands_match_the_nearest_wrist_of_their_side(anny_body, body_fitter):
+    model, fitter = anny_body, body_fitter
     from fasthmr_ros.pipeline.hand_attachment import match_hands_to_wrists
     from fasthmr_ros.pipeline.pose_landmarks import LEFT_ELBOW, LEFT_WRIST, RIGHT_WRIST
 
@@ -142,8 +130,9 @@ def test_hands_match_the_nearest_wrist_of_their_side(model, fitter):
     assert match_hands_to_wrists([person], hands[:1]) == [{}]  # too far from the wrist
 
 
-def test_a_network_hand_is_attached_through_its_joints(model, fitter):
+def test_a_network_hand_is_attached_through_its_joints(anny_body, body_fitter):
     """A MANO hand (HaMeR) has no Anny parameters: the Anny hand is fitted to its joints."""
+    model, fitter = anny_body, body_fitter
     from fasthmr_ros.models.anny_hand import shipped_anny_hand
     from fasthmr_ros.pipeline.anny_hand_fit import AnnyHandFitter
     from fasthmr_ros.pipeline.hand_attachment import ATTACHED_HANDS, hand_bone_rotations
@@ -179,8 +168,9 @@ def test_a_network_hand_is_attached_through_its_joints(model, fitter):
 
 @pytest.mark.skipif(not PHOTO_DIR.is_dir(),
                     reason="the shared photographs are not on this machine")
-def test_the_hand_at_a_wrist_curls_the_body_fingers_in_the_shared_photo(model):
+def test_the_hand_at_a_wrist_curls_the_body_fingers_in_the_shared_photo(anny_body):
     """test1.jpg: the raised right hand is attached; the body's fingers then follow it."""
+    model = anny_body
     import cv2
 
     pytest.importorskip("mediapipe")
