@@ -24,12 +24,8 @@ import numpy as np
 
 from fasthmr_ros.pipeline.hand_fusion import iou_matrix
 from fasthmr_ros.pipeline.mediapipe_detector import MediaPipePose, PoseLandmarks, as_rgb_uint8
+from fasthmr_ros.pipeline.pose_landmarks import LEFT_SHOULDER, NOSE, RIGHT_SHOULDER
 from fasthmr_ros.pipeline.results import PersonBox
-
-#: BlazePose landmark count.
-NUM_POSE_LANDMARKS = 33
-#: BlazePose ids of the nose and the two shoulders (to extend the box over the head top).
-_NOSE, _LEFT_SHOULDER, _RIGHT_SHOULDER = 0, 11, 12
 
 
 def person_box_from_landmarks(
@@ -52,9 +48,9 @@ def person_box_from_landmarks(
         return None
     x1, y1 = points.min(axis=0)
     x2, y2 = points.max(axis=0)
-    if visible[_NOSE] and visible[_LEFT_SHOULDER] and visible[_RIGHT_SHOULDER]:
-        shoulders = 0.5 * (marks.image[_LEFT_SHOULDER] + marks.image[_RIGHT_SHOULDER])
-        y1 = min(y1, marks.image[_NOSE, 1] - 0.5 * abs(shoulders[1] - marks.image[_NOSE, 1]))
+    if visible[NOSE] and visible[LEFT_SHOULDER] and visible[RIGHT_SHOULDER]:
+        shoulders = 0.5 * (marks.image[LEFT_SHOULDER] + marks.image[RIGHT_SHOULDER])
+        y1 = min(y1, marks.image[NOSE, 1] - 0.5 * abs(shoulders[1] - marks.image[NOSE, 1]))
     pad_x, pad_y = margin * (x2 - x1), margin * (y2 - y1)
     x1, x2 = max(0.0, x1 - pad_x), min(float(width), x2 + pad_x)
     y1, y2 = max(0.0, y1 - pad_y), min(float(height), y2 + pad_y)
