@@ -165,3 +165,75 @@ def test_external_person_detections_over_rclpy(tmp_path):
     # The malformed detection is skipped with a warning and its good neighbour still served.
     assert (1, 1) in counts, output
     assert "skipped an external person detection 1: person box must have x2 > x1" in output
+
+
+def test_attached_hands_over_rclpy(tmp_path):
+    """``attach_hands``: the body node takes the hand node's HandMeshArray from an rclpy peer."""
+    pytest.importorskip("mediapipe", reason="the body node's person detector needs mediapipe")
+    import cv2
+    from fasthmr_ros.msg import BodyMeshArray, HandMeshArray
+    from rclpy.qos import QoSProfile
+    from rclpy.serialization import deserialize_message
+    from scipy.spatial.transform import Rotation
+    from test_body_hand_attachment import _anny_hand
+
+    from fasthmr_ros.models.anny_body import AnnyBodyModel
+    from fasthmr_ros.pipeline.body_fit import LandmarkBodyFitter
+    from fasthmr_ros.pipeline.person_detector import MediaPipePersonDetector
+    from fasthmr_ros.pipeline.pose_landmarks import RIGHT_WRIST
+    from fasthmr_ros.pipeline.results import CameraIntrinsics
+    from fasthmr_ros.pipeline.sample_image import render_people
+    from fasthmr_ros.ros import messages
+    from fasthmr_ros.ros.hand_messages import HAND_MESH_ARRAY, hand_mesh_array_message
+
+    model = AnnyBodyModel.default()
+    camera = CameraIntrinsics(600.0, 600.0, 320.0, 240.0)
+    bgr, _ = render_people(model, camera, placements=(((0.0, 0.1, 2.6), 0.2),))
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    with MediaPipePersonDetector() as detector:
+        people = detector.detect(rgb)
+    (rest,) = LandmarkBodyFitter(model).estimate(rgb, people, camera)
+    local = Rotation.from_rotvec(np.tile([0.0, 0.0, 0.6], (19, 1))).as_matrix()
+    hand = _anny_hand("right", Rotation.from_rotvec([0.3, 0.2, 0.1]).as_matrix(), local,
+                      people[0].keypoints_2d[RIGHT_WRIST])
+    env = ros_environment(tmp_path)
+    node = start_mesh_node(env, "bodies", "rclpy", "--param", "attach_hands:=true",
+                           "--param", "attach_hands_max_age:=1.0",
+                           "--param", "smoothing:=false", "--param", "use_camera_info:=false",
+                           "--param", "intrinsics:=[600.0, 600.0, 320.0, 240.0]")
+    client = RosClient(env)
+    client.subscribe("/bodies", BodyMeshArray, 10)
+    hands = client.node.create_publisher(HandMeshArray, "/hands", QoSProfile(depth=10))
+    stream = ImageStream(client, "/image", rgb[None].copy(), rate_hz=4.0)
+
+    def publish_hands(index: int, stamp: int) -> None:
+        header = messages.make_header(stamp, "camera_optical_frame")
+        raw = messages.serialize(hand_mesh_array_message(header, [hand]), HAND_MESH_ARRAY)
+        hands.publish(deserialize_message(raw, HandMeshArray))  # our bytes, rclpy's class
+
+    stream.on_sent = publish_hands
+    fingers = [model.bone(name) for name in model.assets.bone_names
+               if name.startswith("finger") and name.endswith(".R")]
+    wrist = model.bone("wrist.R")
+
+    def curled() -> bool:
+        for array in list(client.received["/bodies"]):
+            for body in array.bodies:
+                joints = np.array([[p.x, p.y, p.z] for p in body.joints])
+                moved = np.linalg.norm((joints - joints[wrist])[fingers]
+                                       - (rest.joints - rest.joints[wrist])[fingers], axis=1)
+                if moved.max() > 0.01:
+                    return True
+        return False
+
+    try:
+        assert client.wait_until(
+            lambda: client.node.count_subscribers("/image") >= 1
+            and client.node.count_subscribers("/hands") >= 1, 120), stop_node(node)[1]
+        stream.start()
+        assert client.wait_for(curled, 180), stop_node(node)[1]
+    finally:
+        stream.stop()
+        code, output = stop_node(node)
+        client.close()
+    assert code == 0, output
