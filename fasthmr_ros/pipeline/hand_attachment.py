@@ -19,6 +19,7 @@ hand lies at a body's wrist, the body takes that hand's orientation and finger p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -123,10 +124,6 @@ class DetectedHands:
         return self.pipeline.process(image_rgb, boxes, camera) if boxes else []
 
 
-_FITTER: list[AnnyHandFitter] = []
-
-
+@lru_cache(maxsize=1)
 def _fitter() -> AnnyHandFitter:
-    if not _FITTER:
-        _FITTER.append(AnnyHandFitter(shipped_anny_hand()))
-    return _FITTER[0]
+    return AnnyHandFitter(shipped_anny_hand())
