@@ -126,12 +126,15 @@ def fit_residual(extras: dict[str, Any], key: str) -> float:
     return value if np.isfinite(value) and value >= 0 else -1.0
 
 
-def rotation_to_quaternion(rotation: np.ndarray, store: Any | None = None) -> Any:
-    """Return a ``geometry_msgs/Quaternion`` for a 3x3 rotation matrix."""
+def rotation_to_quaternion(
+    rotation: np.ndarray | None, store: Any | None = None, xyzw: np.ndarray | None = None
+) -> Any:
+    """Return a ``geometry_msgs/Quaternion`` for a 3x3 rotation matrix (or its ``xyzw``)."""
     store = store if store is not None else messages.typestore()
-    x, y, z, w = Rotation.from_matrix(shaped(rotation, (3, 3), "rotation")).as_quat()
-    return store.types["geometry_msgs/msg/Quaternion"](x=float(x), y=float(y), z=float(z),
-                                                       w=float(w))
+    if xyzw is None:
+        xyzw = Rotation.from_matrix(shaped(rotation, (3, 3), "rotation")).as_quat()
+    x, y, z, w = (float(v) for v in xyzw)
+    return store.types["geometry_msgs/msg/Quaternion"](x=x, y=y, z=z, w=w)
 
 
 def point(xyz: Sequence[float] | np.ndarray, store: Any | None = None) -> Any:
@@ -141,11 +144,15 @@ def point(xyz: Sequence[float] | np.ndarray, store: Any | None = None) -> Any:
     return store.types["geometry_msgs/msg/Point"](x=x, y=y, z=z)
 
 
-def pose(position: np.ndarray, rotation: np.ndarray, store: Any | None = None) -> Any:
-    """Return a ``geometry_msgs/Pose`` from a position and a 3x3 rotation."""
+def pose(
+    position: np.ndarray, rotation: np.ndarray | None, store: Any | None = None,
+    xyzw: np.ndarray | None = None,
+) -> Any:
+    """Return a ``geometry_msgs/Pose`` from a position and a 3x3 rotation (or its ``xyzw``)."""
     store = store if store is not None else messages.typestore()
     return store.types["geometry_msgs/msg/Pose"](
-        position=point(position, store), orientation=rotation_to_quaternion(rotation, store)
+        position=point(position, store),
+        orientation=rotation_to_quaternion(rotation, store, xyzw),
     )
 
 
@@ -189,12 +196,17 @@ def body_mesh_message(
                        "body keypoints_2d")
     empty = np.zeros(0, dtype=np.float32)
     orient, body_pose, betas = empty, empty, empty
+    root_rotation = shaped(result.root_rotation, (3, 3), "root_rotation")
+    root_xyzw = None
     if result.model == MODEL_SMPL:
-        rotations = np.concatenate([
+        # One conversion for the 24 SMPL rotations and the root orientation.
+        rotations = Rotation.from_matrix(np.concatenate([
             shaped(result.global_orient, (3, 3), "body global_orient")[None],
             shaped(result.body_pose, (SMPL_POSE_JOINTS, 3, 3), "body body_pose"),
-        ])
-        rotvecs = Rotation.from_matrix(rotations).as_rotvec().astype(np.float32)
+            root_rotation[None],
+        ]))
+        rotvecs = rotations[:-1].as_rotvec().astype(np.float32)
+        root_xyzw = rotations[-1].as_quat()
         orient, body_pose = rotvecs[0], rotvecs[1:].reshape(-1)
         betas = finite(shaped(result.betas, (SMPL_BETAS,), "body betas"),
                        "body betas").astype(np.float32)
@@ -207,8 +219,7 @@ def body_mesh_message(
         keypoints_2d=keypoints.astype(np.float32).reshape(-1),
         joints=[point_type(x=x, y=y, z=z) for x, y, z in joints.tolist()],
         vertices=mesh_vertices(result.vertices, num_vertices, "body"),
-        root_pose=pose(joints[result.root_joint],
-                       shaped(result.root_rotation, (3, 3), "root_rotation"), store),
+        root_pose=pose(joints[result.root_joint], root_rotation, store, root_xyzw),
         camera_translation=vector3(finite(shaped(result.cam_t, (3,), "cam_t"), "cam_t"), store),
         global_orient=orient,
         body_pose=body_pose,
