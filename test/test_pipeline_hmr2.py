@@ -154,6 +154,11 @@ def test_pelvis_pose_and_tf_use_hmr2s_pelvis_joint(estimator) -> None:
     position = message.root_pose.position
     np.testing.assert_allclose([position.x, position.y, position.z],
                                result.joints[BODY_PELVIS_INDEX], atol=1e-6)
+    q = message.root_pose.orientation
+    from scipy.spatial.transform import Rotation
+
+    np.testing.assert_allclose(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(),
+                               result.root_rotation, atol=1e-5)
     tf = pelvis_transforms(None, [result], ["0"])
     moved = tf.transforms[0].transform.translation
     np.testing.assert_allclose([moved.x, moved.y, moved.z], result.joints[BODY_PELVIS_INDEX],
