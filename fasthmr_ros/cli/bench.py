@@ -135,16 +135,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _optional_stages(args: argparse.Namespace) -> Any:
     """The detector and the message serializer, from the layers above the engines."""
-    from fasthmr_ros.engines.benchmark import OptionalStages
+    from fasthmr_ros.engines.benchmark import OptionalStages, is_body_model
 
+    bodies = [is_body_model(spec) for spec in args.models]
     detector = body_detector = None
     if args.detector != "none":
         try:
             from fasthmr_ros.pipeline.mediapipe_detector import MediaPipeHandDetector
             from fasthmr_ros.pipeline.person_detector import MediaPipePersonDetector
 
-            detector = MediaPipeHandDetector(video_mode=True).detect
-            body_detector = MediaPipePersonDetector().detect
+            # Each detector only when a model of its kind is measured (each loads models).
+            if not all(bodies):
+                detector = MediaPipeHandDetector(video_mode=True).detect
+            if any(bodies):
+                body_detector = MediaPipePersonDetector().detect
         except ImportError as exc:
             if args.detector == "mediapipe":
                 raise CommandError(str(exc)) from None

@@ -84,8 +84,10 @@ def _hands_at_wrists(person: Any) -> list[Any]:
     from fasthmr_ros.pipeline.hand_attachment import SIDE_LANDMARKS
     from fasthmr_ros.pipeline.results import HandResult
 
-    params = np.zeros(1 + 5 + 4 + 3 + 3 * len(shipped_anny_hand().pose_bones), np.float32)
-    params[:10] = 1.0  # scale, finger lengths, palm scales
+    names = shipped_anny_hand().info.parameter_names
+    # Scale, finger lengths and palm scales 1, every rotation zero: the rest hand.
+    params = np.array([n == "scale" or n.startswith(("length_", "palm_")) for n in names],
+                      dtype=np.float32)
     hands = []
     for side, (wrist, _) in SIDE_LANDMARKS.items():
         keypoints = np.tile(np.asarray(person.keypoints_2d[wrist], np.float32), (21, 1))

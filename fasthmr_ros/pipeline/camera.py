@@ -107,7 +107,6 @@ def crop_to_camera_translation(
     return np.stack([tx, ty, tz], axis=-1)
 
 
-
 def crops_to_camera_translation(
     cam: np.ndarray, transforms: Sequence[Any], intrinsics: CameraIntrinsics
 ) -> np.ndarray:
@@ -120,6 +119,7 @@ def crops_to_camera_translation(
     centers = np.array([t.center for t in transforms], dtype=np.float64).reshape(n, 2)
     sizes = np.array([t.size for t in transforms], dtype=np.float64)
     return crop_to_camera_translation(cam, centers, sizes, intrinsics)
+
 
 def project_points(points: np.ndarray, intrinsics: CameraIntrinsics) -> np.ndarray:
     """Pinhole projection of ``(..., 3)`` camera-frame points to ``(..., 2)`` pixels.

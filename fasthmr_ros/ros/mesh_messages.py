@@ -15,6 +15,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from fasthmr_ros.models.mesh_model import MODEL_SMPL, MeshModelInfo
+from fasthmr_ros.pipeline.pose_landmarks import NUM_LANDMARKS
 from fasthmr_ros.pipeline.results import (
     FIT_RESIDUAL_M,
     FIT_RESIDUAL_PX,
@@ -28,8 +29,6 @@ BODY_MESH = "fasthmr_ros/msg/BodyMesh"
 BODY_MESH_ARRAY = "fasthmr_ros/msg/BodyMeshArray"
 PERSON_DETECTION_ARRAY = "fasthmr_ros/msg/PersonDetectionArray"
 
-#: MediaPipe Pose's landmark count (``PersonDetection.keypoints_2d`` holds 0 or 33 points).
-NUM_POSE_KEYPOINTS = 33
 
 #: SMPL's body pose joints and shape coefficients (the sizes of BodyMesh's SMPL fields).
 SMPL_POSE_JOINTS = 23
@@ -109,7 +108,7 @@ def boxes_from_person_detections(
     problems: list[str] = []
     for index, det in enumerate(msg.detections):
         try:
-            box, score, keypoints = detection_fields(det, NUM_POSE_KEYPOINTS)
+            box, score, keypoints = detection_fields(det, NUM_LANDMARKS)
             boxes.append(PersonBox(*box, score=score, keypoints_2d=keypoints,
                                    source="external"))
         except ValueError as exc:
