@@ -26,11 +26,11 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from fasthmr_ros.models.anny_hand import AnnyHandModel, shipped_anny_hand
 from fasthmr_ros.models.constants import NUM_JOINTS
 from fasthmr_ros.models.mesh_model import MODEL_ANNY_HAND, MeshModelInfo
+from fasthmr_ros.models.rotation import matrix_to_rotvec
 from fasthmr_ros.pipeline.anny_hand_fit import AnnyHandFit, AnnyHandFitter, LandmarkError
 from fasthmr_ros.pipeline.camera import project_points, resolve_intrinsics, solve_translation
 from fasthmr_ros.pipeline.crop import check_image
@@ -140,8 +140,7 @@ class LandmarkHandPipeline:
             [fit.scale],
             fit.finger_lengths,
             fit.palm_lengths,
-            Rotation.from_matrix(fit.orientation).as_rotvec(),
-            Rotation.from_matrix(fit.rotations).as_rotvec().reshape(-1),
+            matrix_to_rotvec(np.concatenate([fit.orientation[None], fit.rotations])).reshape(-1),
         ]).astype(np.float32)
         return HandResult(
             side=box.side,

@@ -14,6 +14,7 @@ from scipy.spatial.transform import Rotation
 
 from fasthmr_ros.models.constants import NUM_BETAS, NUM_HAND_POSE_JOINTS, NUM_JOINTS
 from fasthmr_ros.models.mesh_model import MODEL_MANO
+from fasthmr_ros.models.rotation import matrix_to_quaternion, quaternion_to_rotvec
 from fasthmr_ros.pipeline.results import (
     FIT_RESIDUAL_M,
     FIT_RESIDUAL_PX,
@@ -111,16 +112,16 @@ def hand_mesh_message(
         hand_pose = shaped(result.hand_pose, (NUM_HAND_POSE_JOINTS, 3, 3), "hand_pose")
         betas = finite(shaped(result.betas, (NUM_BETAS,), "betas"), "betas")
         # One conversion for the 16 MANO rotations and the wrist orientation.
-        rotations = Rotation.from_matrix(
+        quaternions = matrix_to_quaternion(
             np.concatenate([global_orient[None], hand_pose, wrist_rotation[None]], axis=0)
         )
-        rotvecs = rotations[:-1].as_rotvec()
-        wrist_quat = rotations[-1].as_quat()
-        mano_orient = rotvecs[0].astype(np.float32)
-        mano_pose = rotvecs[1:].astype(np.float32).reshape(-1)
+        rotvecs = quaternion_to_rotvec(quaternions[:-1]).astype(np.float32)
+        wrist_quat = quaternions[-1]
+        mano_orient = rotvecs[0]
+        mano_pose = rotvecs[1:].reshape(-1)
         mano_betas = betas.astype(np.float32)
     else:
-        wrist_quat = Rotation.from_matrix(wrist_rotation).as_quat()
+        wrist_quat = matrix_to_quaternion(wrist_rotation)
         mano_orient, mano_pose, mano_betas = empty, empty, empty
     qx, qy, qz, qw = (float(v) for v in wrist_quat)
     point_type = types["geometry_msgs/msg/Point"]

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from fasthmr_ros.models.mesh_model import MODEL_SMPL, MeshModelInfo
+from fasthmr_ros.models.rotation import matrix_to_quaternion, quaternion_to_rotvec
 from fasthmr_ros.pipeline.pose_landmarks import NUM_LANDMARKS
 from fasthmr_ros.pipeline.results import (
     FIT_RESIDUAL_M,
@@ -131,7 +131,7 @@ def rotation_to_quaternion(
     """Return a ``geometry_msgs/Quaternion`` for a 3x3 rotation matrix (or its ``xyzw``)."""
     store = store if store is not None else messages.typestore()
     if xyzw is None:
-        xyzw = Rotation.from_matrix(shaped(rotation, (3, 3), "rotation")).as_quat()
+        xyzw = matrix_to_quaternion(shaped(rotation, (3, 3), "rotation"))
     x, y, z, w = (float(v) for v in xyzw)
     return store.types["geometry_msgs/msg/Quaternion"](x=x, y=y, z=z, w=w)
 
@@ -164,14 +164,16 @@ def vector3(xyz: np.ndarray, store: Any | None = None) -> Any:
 
 def mesh_vertices(value: Any, num_vertices: int | None, what: str) -> np.ndarray:
     """Check ``(V, 3)`` finite vertices (``V = num_vertices`` when given); return them flat."""
-    vertices = finite(np.asarray(value, dtype=np.float64), f"{what} vertices")
+    # One float32 copy, checked there: a value too large for float32 becomes infinite.
+    with np.errstate(over="ignore"):
+        vertices = np.array(value, dtype=np.float32)
     if vertices.ndim != 2 or vertices.shape[1] != 3 or (
         num_vertices is not None and len(vertices) != num_vertices
     ):
         expected = f"({num_vertices}, 3)" if num_vertices is not None else "(V, 3)"
         raise ValueError(f"{what} vertices must have shape {expected} (the topology's vertex "
                          f"count), got {vertices.shape}")
-    return vertices.astype(np.float32).reshape(-1)
+    return finite(vertices, f"{what} vertices").reshape(-1)
 
 
 def body_mesh_message(
@@ -199,13 +201,13 @@ def body_mesh_message(
     root_xyzw = None
     if result.model == MODEL_SMPL:
         # One conversion for the 24 SMPL rotations and the root orientation.
-        rotations = Rotation.from_matrix(np.concatenate([
+        quaternions = matrix_to_quaternion(np.concatenate([
             shaped(result.global_orient, (3, 3), "body global_orient")[None],
             shaped(result.body_pose, (SMPL_POSE_JOINTS, 3, 3), "body body_pose"),
             root_rotation[None],
         ]))
-        rotvecs = rotations[:-1].as_rotvec().astype(np.float32)
-        root_xyzw = rotations[-1].as_quat()
+        rotvecs = quaternion_to_rotvec(quaternions[:-1]).astype(np.float32)
+        root_xyzw = quaternions[-1]
         orient, body_pose = rotvecs[0], rotvecs[1:].reshape(-1)
         betas = finite(shaped(result.betas, (SMPL_BETAS,), "body betas"),
                        "body betas").astype(np.float32)
