@@ -12,10 +12,13 @@ from fasthmr_ros.cli.bench import engine_options
 from fasthmr_ros.cli.main import build_parser, main
 from fasthmr_ros.engines.benchmark import (
     STAGES,
+    BenchReport,
     StageStats,
     Variant,
     VariantResult,
     apply_ratios,
+    body_hand_comparison,
+    body_hand_pairs,
     markdown_table,
     run_benchmark,
 )
@@ -44,6 +47,24 @@ def test_ratios_come_from_per_crop_latency():
     assert batched.speedup_network == pytest.approx(10.0 / 5.0)
     others = len(STAGES) - 1  # every other stage takes 1 ms
     assert batched.speedup_total == pytest.approx((10.0 + others) / ((20.0 + others) / 4))
+
+
+def test_body_hand_comparison_pairs_variants_alike_but_for_the_model():
+    def result(model: str, batch: int, engine: str, mesh_ms: float) -> VariantResult:
+        r = VariantResult(Variant(model, engine, "fp32", batch))
+        r.stages = {s: StageStats(mesh_ms if s == "mesh" else 1.0, 0, 0, 0, 1)
+                    for s in STAGES if s != "detect"}
+        return r
+
+    hand, body = result("small", 1, "torch", 0.5), result("body-small", 1, "torch", 0.75)
+    others = [result("small", 2, "torch", 1.0), result("small", 1, "onnxruntime", 1.0)]
+    report = BenchReport({}, {}, [hand, body, *others])
+    assert body_hand_pairs(report) == [(body, hand)]
+    table = body_hand_comparison(report)
+    assert "| body-small/torch/fp32/b1 vs small/torch/fp32/b1 | " in table
+    assert "0.75 / 0.50 (1.50x)" in table and "1.00 / 1.00 (1.00x)" in table
+    assert "detect" not in table and "network" not in table  # not timed / not compared
+    assert body_hand_comparison(BenchReport({}, {}, [hand, *others])) == ""
 
 
 def test_cli_bench_writes_json_markdown_and_plot(tmp_path, capsys):
@@ -209,7 +230,13 @@ def test_bench_bodies_hands_alike(body_assets):
     for label, r in results.items():
         assert {"decode", "crop", "network", "mesh", "post"} <= set(r.stages), label
         assert r.output_change_mm < 0.05, label  # fp32 engines agree with eager PyTorch
-    assert "| body-file/onnxruntime/fp32/b2 |" in markdown_table(report)
+    table = markdown_table(report)
+    assert "| body-file/onnxruntime/fp32/b2 |" in table
+    # Both body models stand against the one hand model, engine by engine, batch by batch.
+    pairs = {(b.variant.label, h.variant.label) for b, h in body_hand_pairs(report)}
+    assert len(pairs) == 2 * 2 * 2
+    assert ("body-small/onnxruntime/fp32/b2", "small/onnxruntime/fp32/b2") in pairs
+    assert "| body-small/torch/fp32/b1 vs small/torch/fp32/b1 | " in table
 
 
 def test_bench_body_with_a_masked_merge_plan(tmp_path):

@@ -44,7 +44,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -741,6 +741,9 @@ def markdown_table(report: BenchReport) -> str:
              f"{', GPU ' + env['cuda'] if env.get('cuda') else ''}; load average "
              f"{env.get('load_average', '-')}); {report.settings['iterations']} timed "
              f"iterations after {report.settings['warmup']} warm-up.")
+    comparison = body_hand_comparison(report)
+    if comparison:
+        text += "\n\n" + comparison
     reasons: dict[str, list[str]] = {}
     for r in report.results:
         if r.skipped:
@@ -750,6 +753,46 @@ def markdown_table(report: BenchReport) -> str:
             f"- {', '.join(labels)}: {reason}" for reason, labels in reasons.items()
         )
     return text + "\n"
+
+
+def body_hand_pairs(report: BenchReport) -> list[tuple[VariantResult, VariantResult]]:
+    """Each measured body variant with each hand variant that differs from it only in model.
+
+    Same engine, precision, batch (people against hands), input scale, CUDA graphs and merge
+    plan, measured in the same run: what a stage costs on the body path against the hand path.
+    """
+    def setting(result: VariantResult) -> tuple:
+        return replace(result.variant, model="").engine_key + (result.variant.batch,)
+
+    measured = report.measured()
+    hands = [r for r in measured if not is_body_model(r.variant.model)]
+    return [(body, hand) for body in measured if is_body_model(body.variant.model)
+            for hand in hands if setting(hand) == setting(body)]
+
+
+def body_hand_comparison(report: BenchReport) -> str:
+    """Markdown: every stage but the network, body path against hand path (empty if no pair)."""
+    pairs = body_hand_pairs(report)
+    if not pairs:
+        return ""
+    stages = [s for s in STAGES if s != "network"
+              and any(s in body.stages and s in hand.stages for body, hand in pairs)]
+    lines = ["| body variant vs hand variant | "
+             + " | ".join(f"{s}: body / hand ms" for s in stages) + " |",
+             "|" + "---|" * (len(stages) + 1)]
+    for body, hand in pairs:
+        cells = []
+        for stage in stages:
+            if stage in body.stages and stage in hand.stages:
+                b, h = body.stages[stage].median_ms, hand.stages[stage].median_ms
+                cells.append(f"{_fmt(b)} / {_fmt(h)} ({_fmt(b / h if h > 0 else None)}x)")
+            else:
+                cells.append("-")
+        lines.append(f"| {body.variant.label} vs {hand.variant.label} | "
+                     + " | ".join(cells) + " |")
+    return ("Bodies against hands, stage by stage (medians of the same run; the body path's "
+            "frame holds `batch` people, the hand path's `batch` hands):\n\n"
+            + "\n".join(lines))
 
 
 def write_json(report: BenchReport, path: str | Path) -> Path:
