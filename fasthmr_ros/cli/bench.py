@@ -50,8 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "640x480 frame (warm-up first, GPU synchronised around each stage; median, p90, "
             "p99). Prints a markdown table; --json and --plot write the full results and a PNG. "
             "Speed-ups compare variants of the same run against the first measured variant (or "
-            "--baseline). Combinations an engine cannot run (fp16 on CPU, ...) are listed as "
-            "skipped with the reason. Example: fasthmr bench --models teacher,"
+            "--baseline). With body and hand models, a second table sets each body variant's "
+            "stages beside those of the hand variant alike but for the model (e.g. --models "
+            "small,body-small). Combinations an engine cannot run (fp16 on CPU, ...) are listed "
+            "as skipped with the reason. Example: fasthmr bench --models teacher,"
             "mobilenetv3_large_100 --engines torch,onnxruntime --batches 1,4 --json bench.json "
             "--plot bench.png"
         ),
