@@ -35,7 +35,6 @@ def rot6d_to_rotmat(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((b1, b2, b3), dim=-1)
 
 
-
 def _shepperd_coefficients() -> tuple[np.ndarray, np.ndarray]:
     """``(9, 16)`` and ``(16,)``: the four candidates of Shepperd's method, linear in ``R``."""
     signs = np.zeros((4, 4, 3, 3))
