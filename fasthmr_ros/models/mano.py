@@ -25,12 +25,13 @@ from fasthmr_ros.models.constants import (
 )
 from fasthmr_ros.models.mano_info import mano_info
 from fasthmr_ros.models.mesh_model import MeshModelInfo
+from fasthmr_ros.models.skinning import SkinnedLayer
 
 #: Number of PCA components of the official layer; only the buffer shape depends on it.
 NUM_PCA_COMPONENTS = 6
 
 
-class ManoLayer(smplx.MANOLayer):
+class ManoLayer(SkinnedLayer, smplx.MANOLayer):
     """Right-hand MANO layer mapping rotation matrices and shape to vertices and 21 joints."""
 
     def __init__(self, model_data: Mapping[str, np.ndarray]) -> None:
@@ -76,14 +77,12 @@ class ManoLayer(smplx.MANOLayer):
             ``vertices`` (B, 778, 3) and ``joints`` (B, 21, 3) in metres, OpenPose order.
 
         """
-        out = super().forward(
-            global_orient=global_orient.float(),
-            hand_pose=hand_pose.float(),
-            betas=betas.float(),
-        )
-        tips = out.vertices.index_select(1, self.extra_joints_idxs)
-        joints = torch.cat([out.joints, tips], dim=1).index_select(1, self.joint_map)
-        return out.vertices, joints
+        # smplx's MANOLayer forward, restated (models/skinning.py; equal within float32
+        # rounding).
+        vertices, posed_joints = self.skin(torch.cat([global_orient, hand_pose], dim=1), betas)
+        tips = vertices.index_select(1, self.extra_joints_idxs)
+        joints = torch.cat([posed_joints, tips], dim=1).index_select(1, self.joint_map)
+        return vertices, joints
 
 
 def mano_data_from_buffers(buffers: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
