@@ -82,3 +82,18 @@ def test_kinematic_levels_of_mano(mano_arrays) -> None:
             assert parents[joint] == order[previous_start + place]
     assert (tensors.order[tensors.unorder] == torch.arange(16)).all()
     assert tensors.blend_dirs.shape == (10 + 9 * 15, 778 * 3)
+
+
+@pytest.mark.parametrize("first", [torch.inference_mode, torch.no_grad])
+def test_tensors_built_without_autograd_serve_a_recorded_forward(mano_arrays, first) -> None:
+    """A first forward under inference mode (a node) must not spoil training through MANO."""
+    layer = ManoLayer(mano_arrays)
+    rot, betas = _hand_pose(2, seed=2)
+    with first():
+        expected, _ = layer(rot[:, :1], rot[:, 1:], betas)
+    betas = betas.clone().requires_grad_(True)
+    vertices, joints = layer(rot[:, :1], rot[:, 1:], betas)
+    (vertices.square().sum() + joints.sum()).backward()
+    assert betas.grad is not None and torch.isfinite(betas.grad).all()
+    assert betas.grad.abs().sum() > 0
+    torch.testing.assert_close(vertices.detach(), expected, rtol=0, atol=0)

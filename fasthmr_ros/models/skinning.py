@@ -33,13 +33,15 @@ def derived_from_buffers(
     """``build(*sources)``, cached on ``module`` until one of ``sources`` changes.
 
     Loading a state dict copies into the buffers (their version changes) and ``.to()`` replaces
-    them (their storage changes): either rebuilds the cached value.
+    them (their storage changes): either rebuilds the cached value. It is built as ordinary
+    tensors even when the first call runs under ``torch.inference_mode()``, so a later forward
+    that autograd records (training through the mesh model) can use it.
     """
     key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in sources)
     cached = module.__dict__.get(attribute)
     if cached is not None and cached[0] == key:
         return cached[1]
-    with torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad():
         value = build(*sources)
     object.__setattr__(module, attribute, (key, value))
     return value
