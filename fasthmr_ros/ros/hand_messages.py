@@ -29,7 +29,9 @@ from fasthmr_ros.ros.mesh_messages import (
     finite,
     fit_residual,
     mesh_vertices,
+    pose,
     shaped,
+    vector3,
 )
 
 HAND_MESH = "fasthmr_ros/msg/HandMesh"
@@ -123,9 +125,7 @@ def hand_mesh_message(
     else:
         wrist_quat = matrix_to_quaternion(wrist_rotation)
         mano_orient, mano_pose, mano_betas = empty, empty, empty
-    qx, qy, qz, qw = (float(v) for v in wrist_quat)
     point_type = types["geometry_msgs/msg/Point"]
-    wrist = joints[0]
     return types[HAND_MESH](
         model=str(result.model),
         id=str(hand_id),
@@ -135,13 +135,8 @@ def hand_mesh_message(
         keypoints_2d=keypoints.astype(np.float32).reshape(-1),
         joints=[point_type(x=x, y=y, z=z) for x, y, z in joints.tolist()],
         vertices=vertices,
-        wrist_pose=types["geometry_msgs/msg/Pose"](
-            position=point_type(x=float(wrist[0]), y=float(wrist[1]), z=float(wrist[2])),
-            orientation=types["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw),
-        ),
-        camera_translation=types["geometry_msgs/msg/Vector3"](
-            x=float(cam_t[0]), y=float(cam_t[1]), z=float(cam_t[2])
-        ),
+        wrist_pose=pose(joints[0], None, store, wrist_quat),
+        camera_translation=vector3(cam_t, store),
         global_orient=mano_orient,
         hand_pose=mano_pose,
         betas=mano_betas,
