@@ -82,7 +82,13 @@ def test_node_is_a_real_ros_node_with_the_documented_qos(ros):
     from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 
     _, client, _, _ = ros
-    assert ("hand_mesh_node", "/") in client.node.get_node_names_and_namespaces()
+    # The fixture waited for the image subscription; the node's name travels in a separate
+    # discovery announcement, and its publishers may be seen a moment later too.
+    graph = client.node
+    assert client.wait_until(
+        lambda: ("hand_mesh_node", "/") in graph.get_node_names_and_namespaces()
+        and graph.count_publishers("/hands/topology") >= 1
+        and graph.count_publishers("/hands") >= 1, 30), graph.get_node_names_and_namespaces()
     (image_sub,) = client.node.get_subscriptions_info_by_topic("/image")
     assert image_sub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
     assert image_sub.node_name == "hand_mesh_node"

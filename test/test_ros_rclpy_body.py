@@ -63,7 +63,10 @@ def test_rendered_people_give_anny_bodies_over_rclpy(ros):
     client, stream, node = ros
     assert client.wait_for(lambda: len(client.received["/bodies"]) >= 3, 180), \
         stop_node(node)[1]
-    assert ("body_mesh_node", "/") in client.node.get_node_names_and_namespaces()
+    # The node's name travels in its own discovery announcement, which may come later.
+    assert client.wait_until(
+        lambda: ("body_mesh_node", "/") in client.node.get_node_names_and_namespaces(), 30), \
+        client.node.get_node_names_and_namespaces()
     sent = set(stream.sent)
     found = 0
     for array in client.received["/bodies"]:
